@@ -17,6 +17,14 @@ class FormulaError(LmmInputError):
     """A model formula is malformed or refers to something that does not exist."""
 
 
+class MissingValuesWarning(UserWarning):
+    """Rows with missing values were dropped before fitting (lme4's ``na.omit``)."""
+
+
+class RankDeficiencyWarning(UserWarning):
+    """Columns of the fixed-effects model matrix were dropped because they were collinear."""
+
+
 class ConvergenceWarning(UserWarning):
     """The optimizer stopped without meeting its convergence criterion."""
 
@@ -25,4 +33,5 @@ class SingularFitWarning(UserWarning):
     """The fit lies on the boundary: a variance is (near) zero or a correlation is +-1."""
 
 
-__all__ = ["LmmInputError", "FormulaError", "ConvergenceWarning", "SingularFitWarning"]
+__all__ = ["LmmInputError", "FormulaError", "MissingValuesWarning", "RankDeficiencyWarning",
+           "ConvergenceWarning", "SingularFitWarning"]

@@ -14,13 +14,15 @@ python_ok() {  # is "$1" a Python >= 3.12?
 find_python() {
     local candidates=()
     [ -n "${PYTHON:-}" ] && candidates+=("$PYTHON")
-    candidates+=(python3.13 python3.12 python3 python)
+    # The pins in requirements.txt were made with 3.12, so 3.12 is preferred to newer ones.
+    candidates+=(python3.12)
     if command -v pyenv >/dev/null 2>&1 || [ -d "${PYENV_ROOT:-$HOME/.pyenv}" ]; then
         local root
         root="$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")"
-        # newest first: 3.13.x before 3.12.x
-        candidates+=($(ls -d "$root"/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV))
+        candidates+=($(ls -d "$root"/versions/3.12.*/bin/python3 2>/dev/null | sort -rV))
+        candidates+=($(ls -d "$root"/versions/3.1[3-9]*/bin/python3 2>/dev/null | sort -V))
     fi
+    candidates+=(python3.13 python3 python)
     local c
     for c in "${candidates[@]}"; do
         if command -v "$c" >/dev/null 2>&1 && python_ok "$c"; then
@@ -52,6 +54,4 @@ ensure_venv() {
         echo "$want" > "$VENV/.requirements.sha256"
     fi
     export PATH="$VENV/bin:$PATH"
-    # Matplotlib draws to files only; no display is needed or wanted.
-    export MPLBACKEND=Agg
 }

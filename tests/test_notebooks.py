@@ -25,7 +25,7 @@ def _is_notebook(path: Path) -> bool:
     return "```{code-cell}" in path.read_text()
 
 
-NOTEBOOKS = [p for p in _toc_files() if _is_notebook(p)]
+NOTEBOOKS = [p for p in _toc_files() if p.exists() and _is_notebook(p)]
 
 
 @pytest.mark.notebooks
