@@ -67,12 +67,7 @@ def anova(
     names = list(names) if names is not None else [f"model{i + 1}" for i in range(len(models))]
     if len(names) != len(models):
         raise LmmInputError(f"{len(names)} names given for {len(models)} models")
-    nobs = {m.nobs for m in models}
-    if len(nobs) > 1:
-        raise LmmInputError(
-            f"models were not all fitted to the same number of observations ({sorted(nobs)}); "
-            "a likelihood-ratio test needs the same data"
-        )
+    _check_same_data(models, names)
     note = ""
     if refit and any(m.reml for m in models):
         note = REFIT_MESSAGE
@@ -103,3 +98,31 @@ def anova(
     )
     table.attrs["note"] = note
     return table
+
+
+def _check_same_data(models, names) -> None:
+    """Likelihoods are comparable only for the same observations of the same response."""
+    first, name0 = models[0], names[0]
+    reference = pd.Series(first.design.y, index=first.design.row_index)
+    for m, name in zip(models[1:], names[1:]):
+        if m.nobs != first.nobs:
+            counts = ", ".join(f"{nm}: {mm.nobs}" for nm, mm in zip(names, models))
+            raise LmmInputError(
+                "models were not all fitted to the same number of observations "
+                f"({counts}); a likelihood-ratio test needs the same data"
+            )
+        y = pd.Series(m.design.y, index=m.design.row_index)
+        if not y.index.equals(reference.index):
+            if y.index.has_duplicates or set(y.index) != set(reference.index):
+                raise LmmInputError(
+                    f"{name} and {name0} were fitted to different rows of the data (the same "
+                    "number of observations, different row labels); a likelihood-ratio test "
+                    "needs the same observations"
+                )
+            y = y.reindex(reference.index)
+        if not np.array_equal(y.to_numpy(), reference.to_numpy()):
+            raise LmmInputError(
+                f"{name} and {name0} were fitted to different values of the response "
+                f"({m.design.response!r} and {first.design.response!r}); a likelihood-ratio "
+                "test needs the same observations"
+            )

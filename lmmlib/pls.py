@@ -47,10 +47,24 @@ changes nothing but beta
 (which moves by gamma), so y is first replaced by its ordinary-least-squares residual: the
 cross-products of y are then small and r^2 does not suffer from cancellation when y has a
 large mean (e.g. values around 1e8).
+
+**Units of the predictors.**  The fit does not depend on the units of a predictor: measuring
+a column of X in seconds instead of days divides its coefficient by 86400, and a column of a
+random-effects term likewise scales the rows of T_k.  The numerical work does: with Days in
+seconds, ``Lambda'Z'Z Lambda + I`` at lme4's start ``T = I`` is dominated by entries near
+1e13, the Schur complement of X loses all its digits to cancellation and is no longer
+numerically positive definite.  So the cross-products are formed from columns divided by a
+power of two near their root mean square (:func:`column_scales`), and theta is converted on
+the way in: for a term whose columns are divided by ``s``, the template of the scaled columns
+is ``diag(s) T``.  The arguments and results of :class:`PenalizedLeastSquares` are in the
+units of the data (theta, beta, R_X, b, the criteria); only the raw blocks of
+:class:`BlockedCholesky` belong to the scaled columns.  The scaling is exact (powers of two)
+and changes nothing but rounding.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,6 +81,7 @@ from lmmlib.remat import (
 )
 
 __all__ = [
+    "column_scales",
     "profiled_deviance",
     "profiled_reml_criterion",
     "PenalizedLeastSquares",
@@ -76,6 +91,42 @@ __all__ = [
 ]
 
 LOG_2PI = float(np.log(2 * np.pi))
+
+
+def column_scales(M: np.ndarray) -> np.ndarray:
+    """A power of two near the root mean square of each column of ``M`` (1 for a zero column).
+
+    Dividing by a power of two is exact in floating point, so scaled columns carry no new
+    rounding error.
+
+    >>> column_scales(np.array([[1.0, 0.0, 86400.0], [1.0, 0.0, 0.0]]))
+    array([1.0000e+00, 1.0000e+00, 6.5536e+04])
+    """
+    M = np.asarray(M, dtype=float)
+    rms = np.sqrt(np.mean(M**2, axis=0)) if len(M) else np.zeros(M.shape[1])
+    scales = np.ones(M.shape[1])
+    positive = rms > 0
+    scales[positive] = 2.0 ** np.round(np.log2(rms[positive]))
+    return scales
+
+
+@dataclass(frozen=True)
+class ScaledTerm:
+    """A random-effects term whose model-matrix columns are divided by ``scale``."""
+
+    codes: np.ndarray
+    X: np.ndarray
+    levels: Sequence
+    names: tuple
+    group: str
+    scale: np.ndarray
+
+    @classmethod
+    def of(cls, term) -> ScaledTerm:
+        Xk = np.asarray(term.X, dtype=float)
+        scale = column_scales(Xk)
+        codes = np.asarray(term.codes, dtype=np.int64)
+        return cls(codes, Xk / scale, term.levels, tuple(term.names), term.group, scale)
 
 
 def profiled_deviance(logdet_L: float, r2: float, n: int) -> float:
@@ -98,12 +149,15 @@ def profiled_reml_criterion(logdet_L: float, logdet_RX: float, r2: float, n: int
 
 @dataclass
 class BlockedCholesky:
-    """The blocks of L(theta).
+    """The blocks of L(theta), computed from the scaled columns (see the module docstring).
 
     ``L11`` (levels1, p1, p1): Cholesky factors of the first term's diagonal blocks ``M_j``;
     ``L11_inv`` their inverses; ``N`` (levels1, p1, p1) the blocks ``T_1 M_j^{-1} T_1'``;
     ``L_rest`` the dense Cholesky factor of the Schur complement of [other terms, X, y];
-    ``templates`` the T_k at theta (lme4 order); ``q_rest`` the number of other random effects.
+    ``templates`` the T_k of the scaled columns (lme4 order); ``q_rest`` the number of other
+    random effects; ``x_scale`` the divisors of the columns of X and ``gamma`` the
+    least-squares coefficients removed from y.  :attr:`RX`, :attr:`beta`, the log-determinants
+    and ``r2`` are in the units of the data.
     """
 
     templates: list[np.ndarray]
@@ -113,24 +167,48 @@ class BlockedCholesky:
     L_rest: np.ndarray
     q_rest: int
     p: int
+    x_scale: np.ndarray
+    gamma: np.ndarray
 
     @property
     def logdet_L(self) -> float:
         """``log|L_ZZ|^2 = log det(Lambda'Z'Z Lambda + I)``."""
-        d1 = np.log(np.diagonal(self.L11, axis1=1, axis2=2)).sum()
-        d2 = np.log(np.diag(self.L_rest)[: self.q_rest]).sum()
+        d1 = np.log(self.L11.reshape(len(self.L11), -1)[:, :: self.L11.shape[1] + 1]).sum()
+        d2 = np.log(self.L_rest.diagonal()[: self.q_rest]).sum()
         return 2.0 * float(d1 + d2)
 
     @property
     def logdet_RX(self) -> float:
-        """``log|R_X|^2``, the log-determinant of the fixed-effects block (REML term)."""
+        """``log|R_X|^2``, the log-determinant of the fixed-effects block (REML term).
+
+        With X's columns divided by ``s``, ``R_X = R_X(scaled) diag(s)``, which adds
+        ``2 sum(log s)``.
+        """
         q = self.q_rest
-        return 2.0 * float(np.log(np.diag(self.L_rest)[q : q + self.p]).sum())
+        d = np.log(self.L_rest.diagonal()[q : q + self.p]).sum() + np.log(self.x_scale).sum()
+        return 2.0 * float(d)
 
     @property
     def r2(self) -> float:
         """Penalized residual sum of squares ``r^2``: the square of L's last diagonal element."""
         return float(self.L_rest[-1, -1] ** 2)
+
+    @property
+    def RX(self) -> np.ndarray:
+        """The upper-triangular p x p ``R_X`` with ``R_X'R_X = X'X - X'Z Lambda (Lambda'Z'Z
+        Lambda + I)^{-1} Lambda'Z'X``; ``sigma^2 (R_X'R_X)^{-1}`` is the covariance of beta."""
+        q, p = self.q_rest, self.p
+        return self.L_rest[q : q + p, q : q + p].T * self.x_scale
+
+    @property
+    def beta(self) -> np.ndarray:
+        """The fixed effects at this theta, ``beta(theta) = R_X^{-1} l_yX + gamma``, where
+        ``l_yX`` is the X part of L's last row (the conditional estimate given theta)."""
+        q, p = self.q_rest, self.p
+        RXt = self.L_rest[q : q + p, q : q + p]  # R_X' of the scaled columns
+        l_yX = self.L_rest[-1, q : q + p]
+        shift = la.solve_triangular(RXt, l_yX, lower=True, trans="T", check_finite=False)
+        return shift / self.x_scale + self.gamma
 
 
 @dataclass
@@ -251,38 +329,66 @@ class PenalizedLeastSquares:
 
     def __init__(self, X: np.ndarray, y: np.ndarray, terms: Sequence):
         X = np.asarray(X, dtype=float)
-        y = np.asarray(y, dtype=float)
         self.n, self.p = X.shape
         self.terms = list(terms)
         self.layout = ThetaLayout(self.terms)
-        # y - X gamma leaves theta, u and r^2 unchanged and shifts beta by gamma.
-        self.gamma = np.linalg.lstsq(X, y, rcond=None)[0] if self.p else np.zeros(0)
-        XY = np.column_stack([X, y - X @ self.gamma])
-        self.XYtXY = XY.T @ XY
+        # columns divided by powers of two near their root mean square (module docstring)
+        self.x_scale = column_scales(X)
+        self.X_scaled = X / self.x_scale
+        self.scaled_terms = [ScaledTerm.of(t) for t in self.terms]
+        #: theta times this is theta of the scaled columns (entry (r, c) of T_k times s_kr)
+        self.theta_scale = self.layout.row_values([t.scale for t in self.scaled_terms])
 
         # Computational order: the term with most random effects first, others in lme4 order.
         nre = [len(t.levels) * len(t.names) for t in self.terms]
         self.first = int(np.argmax(nre))
         self.rest = [k for k in range(len(self.terms)) if k != self.first]
-        t1 = self.terms[self.first]
+        t1 = self.scaled_terms[self.first]
         self.levels1, self.p1 = len(t1.levels), len(t1.names)
-        self._diag1 = np.arange(self.p1)
+        self._eye1 = np.eye(self.p1)
         self.A11 = block_crossprod(t1)  # diagonal blocks of Z_1'Z_1
-        self.D1 = dense_crossprod(t1, XY)  # Z_1'[X y], (levels1, p1, p+1)
-
         sizes = [nre[k] for k in self.rest]
         self.rest_offsets = dict(zip(self.rest, np.cumsum([0, *sizes])[:-1].tolist()))
         self.q_rest = int(sum(sizes))
         if self.rest:
-            rest_terms = [self.terms[k] for k in self.rest]
+            rest_terms = [self.scaled_terms[k] for k in self.rest]
             self.A_r1 = sp.vstack([term_crossprod(t, t1) for t in rest_terms]).tocsr()
             blocks = [[term_crossprod(s, t) for t in rest_terms] for s in rest_terms]
             self.A_rr = sp.bmat(blocks).toarray()  # Z_r'Z_r, dense
-            self.D_r = np.vstack(
-                [dense_crossprod(t, XY).reshape(-1, self.p + 1) for t in rest_terms]
-            )
             self.sandwich = BlockSandwich(self.A_r1, self.p1)
             self._lambda_rest_pattern()
+        self._set_response(y)
+
+    def _set_response(self, y: np.ndarray) -> None:
+        """The cross-products that involve y: ``[X y]'[X y]``, ``Z_1'[X y]``, ``Z_r'[X y]``.
+
+        y - X gamma leaves theta, u and r^2 unchanged and shifts beta by gamma.
+        """
+        y = np.asarray(y, dtype=float)
+        Xs = self.X_scaled
+        gamma = np.linalg.lstsq(Xs, y, rcond=None)[0] if self.p else np.zeros(0)
+        self.gamma = gamma / self.x_scale  # least-squares coefficients in the units of X
+        XY = np.column_stack([Xs, y - Xs @ gamma])
+        self.XYtXY = XY.T @ XY
+        self.D1 = dense_crossprod(self.scaled_terms[self.first], XY)  # (levels1, p1, p+1)
+        if self.rest:
+            self.D_r = np.vstack(
+                [dense_crossprod(self.scaled_terms[k], XY).reshape(-1, self.p + 1)
+                 for k in self.rest]
+            )
+
+    def with_response(self, y: np.ndarray) -> PenalizedLeastSquares:
+        """The same X and Z with another response y (of the same length).
+
+        The cross-products of X and Z, which do not involve y, are shared with this object;
+        only those of y are formed, which makes refitting a simulated response cheap.
+        """
+        y = np.asarray(y, dtype=float)
+        if y.shape != (self.n,):
+            raise ValueError(f"the response must have shape ({self.n},), got {y.shape}")
+        new = copy.copy(self)
+        new._set_response(y)
+        return new
 
     def _lambda_rest_pattern(self) -> None:
         """lme4's ``Lind``: the sparse pattern of Lambda_rest and which theta fills each entry."""
@@ -306,19 +412,19 @@ class PenalizedLeastSquares:
         self._lambda_indices, self._lambda_indptr = pattern.indices, pattern.indptr
 
     def lambda_rest(self, theta: np.ndarray) -> sp.csr_matrix:
-        """Lambda restricted to the terms after the first: ``Lambda.data = theta[Lind]``."""
-        data = np.asarray(theta, dtype=float)[self._lind]
+        """Lambda of the scaled columns of the terms after the first: ``Lambda.data =
+        (theta * theta_scale)[Lind]``."""
+        data = (np.asarray(theta, dtype=float) * self.theta_scale)[self._lind]
         return sp.csr_matrix(
             (data, self._lambda_indices, self._lambda_indptr), shape=self._lambda_shape
         )
 
     def factorize(self, theta: np.ndarray) -> BlockedCholesky:
         """Blocked Cholesky factor ``L(theta)`` of [Lambda'Z'Z Lambda + I, ...; X ...; y ...]."""
-        theta = np.asarray(theta, dtype=float)
-        T = self.layout.templates(theta)
+        T = self.layout.templates(np.asarray(theta, dtype=float) * self.theta_scale)
         T1 = T[self.first]
         M = T1.T @ self.A11 @ T1
-        M[:, self._diag1, self._diag1] += 1.0  # M_j = T_1'A_j T_1 + I
+        M += self._eye1  # M_j = T_1'A_j T_1 + I
         L11 = np.linalg.cholesky(M)
         L11_inv = np.linalg.inv(L11)
         LT = L11_inv @ T1.T  # L_11j^{-1} T_1'
@@ -336,7 +442,7 @@ class PenalizedLeastSquares:
         L_rest, info = la.lapack.dpotrf(S, lower=True, clean=True, overwrite_a=True)
         if info != 0:
             raise np.linalg.LinAlgError(f"Schur complement not positive definite (order {info})")
-        return BlockedCholesky(T, L11, L11_inv, N, L_rest, q, self.p)
+        return BlockedCholesky(T, L11, L11_inv, N, L_rest, q, self.p, self.x_scale, self.gamma)
 
     def objective(self, theta: np.ndarray, reml: bool) -> float:
         """The profiled REML criterion (``reml=True``) or deviance (``reml=False``) at theta."""
@@ -370,7 +476,7 @@ class PenalizedLeastSquares:
         q, p = self.q_rest, self.p
         L0, l_y = f.L_rest[:-1, :-1], f.L_rest[-1, :-1]
         ub = la.solve_triangular(L0, l_y, lower=True, trans="T", check_finite=False)
-        u_rest, beta_tilde = ub[:q], ub[q:]
+        u_rest, beta_tilde = ub[:q], ub[q:]  # beta_tilde: of the scaled columns of X, less gamma
         rhs = C_XY[-1] - C_XY[:p].T @ beta_tilde
         if q:
             rhs = rhs - C_Z.T @ u_rest
@@ -381,13 +487,13 @@ class PenalizedLeastSquares:
             size = len(self.terms[k].levels) * len(self.terms[k].names)
             off = self.rest_offsets[k]
             u[k] = u_rest[off : off + size].reshape(len(self.terms[k].levels), -1)
-        b = [uk @ Tk.T for uk, Tk in zip(u, f.templates)]
+        b = [uk @ Tk.T for uk, Tk in zip(u, self.layout.templates(theta))]
         return PLSSolution(
             theta=theta.copy(),
-            beta=beta_tilde + self.gamma,
+            beta=beta_tilde / self.x_scale + self.gamma,
             u=u,
             b=b,
-            RX=f.L_rest[q : q + p, q : q + p].T,
+            RX=f.RX,
             r2=f.r2,
             logdet_L=f.logdet_L,
             logdet_RX=f.logdet_RX,
@@ -411,6 +517,7 @@ class PenalizedLeastSquares:
         """
         theta = np.asarray(theta, dtype=float)
         f = self.factorize(theta)
+        templates = self.layout.templates(theta)
         q = self.q_rest
         L_rr = f.L_rest[:q, :q]
         M_inv = np.einsum("jka,jkb->jab", f.L11_inv, f.L11_inv)  # (L_11j L_11j')^{-1}
@@ -443,6 +550,6 @@ class PenalizedLeastSquares:
                     pos = list(group).index(self.first)
                     s = slice(starts[pos], starts[pos + 1])
                     V[js, s, s] += M_inv[js]
-            Tf = la.block_diag(*[f.templates[k] for k in group])
+            Tf = la.block_diag(*[templates[k] for k in group])
             out.append(Tf @ V @ Tf.T)
         return out

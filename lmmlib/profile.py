@@ -44,8 +44,8 @@ import pandas as pd
 from scipy import optimize, stats
 
 from lmmlib.errors import ConvergenceWarning, LmmInputError, SingularFitWarning
-from lmmlib.lmm import _percent
 from lmmlib.remat import theta_indices
+from lmmlib.summary import percent_label
 
 __all__ = [
     "DevianceProfile",
@@ -152,14 +152,12 @@ def fixed_effect_deviance(pls, theta: np.ndarray, j: int, value: float) -> tuple
     fixed effects with ``beta_j = value`` it is ``r^2 + (value - beta_hat_j)^2 / V_jj`` with
     ``V = (R_X'R_X)^{-1}``.  Then ``sigma^2 = r_j^2/n`` and the deviance is
     ``log|L|^2 + n (1 + log(2 pi r_j^2 / n))``.  (lme4 refits with ``x_j value`` as an offset,
-    which gives the same number.)  ``beta_hat = R_X^{-1} l_yX + gamma`` comes from the last row
-    of L (see :mod:`lmmlib.pls`).
+    which gives the same number.)  ``beta_hat`` and ``R_X`` are those of the factor of L at
+    theta (:class:`lmmlib.pls.BlockedCholesky`).
     """
     f = pls.factorize(theta)
-    q, p = f.q_rest, f.p
-    RX_inv = np.linalg.inv(f.L_rest[q : q + p, q : q + p].T)
-    beta_j = RX_inv[j] @ f.L_rest[-1, q : q + p] + pls.gamma[j]
-    r2 = f.r2 + (value - beta_j) ** 2 / (RX_inv[j] @ RX_inv[j])
+    RX_inv = np.linalg.inv(f.RX)
+    r2 = f.r2 + (value - f.beta[j]) ** 2 / (RX_inv[j] @ RX_inv[j])
     deviance = f.logdet_L + pls.n * (1.0 + LOG_2PI + np.log(r2 / pls.n))
     return float(deviance), float(np.sqrt(r2 / pls.n))
 
@@ -391,7 +389,7 @@ def profile_confint(fit, level: float = 0.95, which: Sequence[str] | None = None
     names = _which(prof, which)
     ends = [prof.interval(name, level) for name in names]
     a = (1 - level) / 2
-    return pd.DataFrame(ends, index=names, columns=[_percent(a), _percent(1 - a)])
+    return pd.DataFrame(ends, index=names, columns=[percent_label(a), percent_label(1 - a)])
 
 
 def profile(fit, which: Sequence[str] | None = None,

@@ -103,6 +103,19 @@ class ThetaLayout:
         self.names = names
         self.size = int(ends[-1])
 
+    def row_values(self, per_term: Sequence[np.ndarray]) -> np.ndarray:
+        """Spread one value per template row over theta: entry (r, c) of term k gets
+        ``per_term[k][r]``.
+
+        >>> from types import SimpleNamespace as T
+        >>> layout = ThetaLayout([T(group="g", names=("(Intercept)", "x"))])
+        >>> layout.row_values([np.array([1.0, 8.0])])
+        array([1., 8., 8.])
+        """
+        return np.concatenate(
+            [np.asarray(v, dtype=float)[rows] for v, (rows, _) in zip(per_term, self._indices)]
+        ) if self._indices else np.zeros(0)
+
     def templates(self, theta: np.ndarray) -> list[np.ndarray]:
         """The templates ``T_k`` of all terms at ``theta``."""
         out = []
@@ -138,6 +151,19 @@ class ThetaLayout:
         """lme4's ``isSingular``: some theta with lower bound 0 is below ``tol``."""
         bounded = self.lower == 0
         return bool(np.any(theta[bounded] < tol))
+
+    def singular_terms(self, theta: np.ndarray, tol: float = 1e-4) -> list[int]:
+        """Indices of the terms with a diagonal template element below ``tol`` (a singular
+        covariance ``T_k T_k'``).
+
+        >>> from types import SimpleNamespace as T
+        >>> layout = ThetaLayout([T(group="g", names=("(Intercept)", "x")),
+        ...                       T(group="h", names=("(Intercept)",))])
+        >>> layout.singular_terms(np.array([1.0, 0.3, 0.0, 0.5]))
+        [0]
+        """
+        small = (self.lower == 0) & (np.asarray(theta) < tol)
+        return [k for k, s in enumerate(self.slices) if small[s].any()]
 
 
 def _codes_and_matrix(term) -> tuple[np.ndarray, np.ndarray]:

@@ -15,10 +15,34 @@ import html
 import numpy as np
 import pandas as pd
 
-from lmmlib.lmm import SINGULAR_MESSAGE
 from lmmlib.remat import group_labels
 
-__all__ = ["LmmSummary"]
+__all__ = ["LmmSummary", "percent_label", "singular_message"]
+
+
+def percent_label(a: float) -> str:
+    """R's name for the column of quantile ``a`` (as in ``confint``): 0.025 -> '2.5 %'.
+
+    >>> percent_label(0.025), percent_label(0.975), percent_label(0.05)
+    ('2.5 %', '97.5 %', '5 %')
+    """
+    return f"{100 * a:.3g} %"
+
+
+def singular_message(groups) -> str:
+    """The text of the singular-fit warning, naming the terms' labels (as in ``varcorr``).
+
+    >>> singular_message(["Subject"])  # doctest: +NORMALIZE_WHITESPACE
+    'boundary (singular) fit: the estimated covariance matrix of the random effects for
+    Subject is singular (a standard deviation is near 0 or a correlation near +-1);
+    see LinearMixedModel.singular'
+    """
+    which = ", ".join(map(str, groups)) or "some term"
+    return (
+        f"boundary (singular) fit: the estimated covariance matrix of the random effects for "
+        f"{which} is singular (a standard deviation is near 0 or a correlation near +-1); "
+        "see LinearMixedModel.singular"
+    )
 
 
 def _format_column(values, digits: int = 4) -> list[str]:
@@ -153,7 +177,7 @@ class LmmSummary:
         lines = self._header() + ["", "Scaled residuals:"] + quant + [""]
         lines += self._random_effects() + [""] + self._fixed_effects()
         if self.fit.singular:
-            lines += ["", SINGULAR_MESSAGE]
+            lines += ["", singular_message(self.fit.singular_groups)]
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -7,6 +7,7 @@ lme4's optimizer (bobyqa) stops at a tolerance of its own, so estimates are comp
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,153 @@ def test_extreme_scales(sleep, scale, shift):
         ref["deviance"] + 2 * 180 * math.log(scale), rel=1e-7, abs=1e-6
     )
     assert not fit.singular
+
+
+# ------------------------------------------------------------------ units of the predictor
+@pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
+@pytest.mark.parametrize(
+    "unit", [86400.0, 1440.0, 1 / 7, 1e-4], ids=["seconds", "minutes", "weeks", "1e-4 days"]
+)
+def test_units_of_the_predictor_do_not_change_the_fit(sleep, unit, reml):
+    """Days measured in seconds, minutes, weeks...: lme4's fit, with the Days-parameters in the
+    new units (divided by ``unit``).  The ML deviance is unchanged; the REML criterion moves by
+    log|R_X|^2, i.e. by 2 log(unit).  No warning: it is the same model, not a singular one."""
+    ref = REFERENCE["sleepstudy_slopes_reml" if reml else "sleepstudy_slopes_ml"]
+    data = sleep.assign(T=sleep["Days"] * unit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = lmer("Reaction ~ T + (T | Subject)", data, reml=reml)
+    per_unit = np.array([1.0, 1.0 / unit])
+    fixef_ref, se_ref = (np.array(list(ref[k].values())) for k in ("fixef", "se"))
+    np.testing.assert_allclose(fit.fixef.to_numpy(), fixef_ref * per_unit, rtol=1e-5)
+    np.testing.assert_allclose(fit.se.to_numpy(), se_ref * per_unit, rtol=1e-4)
+    in_days = fit.theta * [1.0, unit, unit]  # theta's Days row back in days
+    np.testing.assert_allclose(in_days, list(ref["theta"].values()), rtol=1e-4, atol=1e-4)
+    sd = {row["var1"] if row["var2"] is None else "cor": row["sdcor"] for row in ref["varcorr"]}
+    assert fit.sdcor["sd_(Intercept)|Subject"] == pytest.approx(sd["(Intercept)"], rel=1e-4)
+    assert fit.sdcor["sd_T|Subject"] == pytest.approx(sd["Days"] / unit, rel=1e-4)
+    assert fit.sdcor["cor_T.(Intercept)|Subject"] == pytest.approx(sd["cor"], abs=1e-4)
+    assert fit.sigma == pytest.approx(ref["sigma"], rel=1e-4)
+    shift = 2 * math.log(unit) if reml else 0.0
+    assert fit.deviance == pytest.approx(ref["deviance"] + shift, rel=1e-8)
+    assert fit.optinfo["converged"] and not fit.singular
+    assert fit.optinfo["n_evaluations"] < 100  # was 500-750 for minutes and seconds
+    if reml:  # the conditional modes and variances follow the units too
+        re_ref = pd.DataFrame(REFERENCE["sleepstudy_ranef"]["ranef"])
+        days = re_ref[re_ref.term == "Days"]
+        np.testing.assert_allclose(fit.ranef["Subject"]["T"], days["condval"] / unit, rtol=1e-3)
+        np.testing.assert_allclose(np.sqrt(fit.condvar["Subject"][:, 1, 1]),
+                                   days["condsd"] / unit, rtol=1e-4)
+
+
+@pytest.mark.parametrize("y_scale, unit", [(1e-8, 86400.0), (1e8, 1e-4)])
+def test_extreme_response_and_predictor_units_together(sleep, y_scale, unit):
+    ref = REFERENCE["sleepstudy_slopes_ml"]
+    data = sleep.assign(Reaction=sleep["Reaction"] * y_scale, T=sleep["Days"] * unit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = lmer("Reaction ~ T + (T | Subject)", data, reml=False)
+    expected = np.array(list(ref["fixef"].values())) * y_scale * [1.0, 1.0 / unit]
+    np.testing.assert_allclose(fit.fixef.to_numpy(), expected, rtol=1e-5)
+    assert fit.sigma == pytest.approx(ref["sigma"] * y_scale, rel=1e-4)
+    assert fit.sdcor["sd_T|Subject"] == pytest.approx(5.716798513928 * y_scale / unit, rel=1e-4)
+    assert fit.deviance == pytest.approx(ref["deviance"] + 2 * 180 * math.log(y_scale), rel=1e-8)
+
+
+def test_singularity_is_judged_on_ordinary_units(sleep):
+    """lme4's rule (theta < 1e-4) applies as is to predictors on ordinary scales; for a column
+    whose root mean square exceeds 1e3 theta is judged as if the column were rescaled to 1e3,
+    so a small but clearly nonzero slope SD in tiny units is not called singular, while a slope
+    SD that is really 0 still is."""
+    fit = lmer("Reaction ~ T + (T | Subject)", sleep.assign(T=sleep["Days"] * 86400.0))
+    assert fit.theta[2] < 1e-5 and not fit.singular  # lme4 itself would say singular here
+    # every subject with exactly the same slope: its SD is estimated as 0 whatever the units
+    rng = np.random.default_rng(3)
+    codes, days = sleep["Subject"].cat.codes.to_numpy(), sleep["Days"].to_numpy(dtype=float)
+    noise = rng.normal(0, 25, len(sleep))
+    for j in range(18):  # remove each subject's own intercept and slope from the noise
+        rows = codes == j
+        A = np.column_stack([np.ones(rows.sum()), days[rows]])
+        noise[rows] -= A @ np.linalg.lstsq(A, noise[rows], rcond=None)[0]
+    same_slope = sleep.assign(T=days * 86400.0,
+                              Reaction=250 + 10 * days + rng.normal(0, 30, 18)[codes] + noise)
+    with pytest.warns(lmmlib.errors.SingularFitWarning, match="for Subject.1 is singular"):
+        boundary = lmer("Reaction ~ T + (1 | Subject) + (0 + T | Subject)", same_slope)
+    assert boundary.singular and boundary.singular_groups == ["Subject.1"]
+    assert boundary.sdcor["sd_T|Subject"] < 1e-6 * boundary.sigma / 86400
+
+
+def test_singular_warning_tells_a_python_user_what_happened():
+    rng = np.random.default_rng(1)
+    data = pd.DataFrame({"y": rng.normal(size=60), "x": rng.normal(size=60),
+                         "batch": np.repeat(list("abcdef"), 10)})
+    data["y"] -= data.groupby("batch")["y"].transform("mean")  # no between-batch variation
+    with pytest.warns(lmmlib.errors.SingularFitWarning) as caught:
+        fit = lmer("y ~ x + (1 | batch)", data)
+    message = str(caught[0].message)
+    assert message.startswith("boundary (singular) fit")
+    assert "random effects for batch is singular" in message
+    assert "LinearMixedModel.singular" in message and "help(" not in message
+    assert message in str(fit.summary())
+    assert "help(" not in (lmmlib.lmm.LinearMixedModel.singular.__doc__ or "x")
+
+
+# ------------------------------------------------------------------ public pieces of the fit
+def test_factor_gives_beta_and_RX_in_the_units_of_the_data(sleep):
+    """The hooks the profile uses: beta(theta) and R_X from pls.factorize, in the data's units,
+    also when the columns are scaled internally (Days in seconds)."""
+    for unit in (1.0, 86400.0):
+        fit = lmer("Reaction ~ T + (T | Subject)", sleep.assign(T=sleep["Days"] * unit))
+        f = fit.pls.factorize(fit.theta)
+        np.testing.assert_allclose(f.beta, fit.fixef.to_numpy(), rtol=1e-12)
+        RX_inv = np.linalg.inv(f.RX)
+        np.testing.assert_allclose(fit.sigma**2 * RX_inv @ RX_inv.T, fit.vcov.to_numpy(),
+                                   rtol=1e-10)
+        # R_X'R_X = X'V^{-1}X with V = Z Lambda Lambda'Z' + I (dense check)
+        X = fit.design.X
+        Z = np.zeros((180, 36))
+        codes = fit.terms[0].codes
+        Z[np.arange(180), 2 * codes] = 1.0
+        Z[np.arange(180), 2 * codes + 1] = fit.terms[0].X[:, 1]
+        Lam = np.kron(np.eye(18), fit.layout.templates(fit.theta)[0])
+        V = Z @ Lam @ Lam.T @ Z.T + np.eye(180)
+        np.testing.assert_allclose(f.RX.T @ f.RX, X.T @ np.linalg.solve(V, X), rtol=1e-9)
+
+
+def test_percent_labels_are_public_and_as_r():
+    from lmmlib.summary import percent_label
+
+    assert [percent_label(a) for a in (0.025, 0.975, 0.005, 0.5)] == [
+        "2.5 %", "97.5 %", "0.5 %", "50 %"]
+
+
+# ------------------------------------------------------------------ bad input
+def test_anova_names_the_observation_counts(sleep, fits):
+    small = lmer("Reaction ~ Days + (1 | Subject)", sleep.iloc[:100], reml=False)
+    with pytest.raises(lmmlib.errors.LmmInputError, match=r"m0: 100, m1: 180"):
+        anova(small, fits["sleepstudy_slopes_ml"], names=["m0", "m1"])
+
+
+def test_anova_rejects_a_different_response_of_the_same_size(sleep, fits):
+    logged = lmer("np.log(Reaction) ~ Days + (Days | Subject)", sleep, reml=False)
+    with pytest.raises(lmmlib.errors.LmmInputError, match="different values of the response"):
+        anova(fits["sleepstudy_intercept_ml"], logged)
+    shuffled = lmer("Reaction ~ Days + (Days | Subject)", sleep.sample(frac=1.0, random_state=1),
+                    reml=False)
+    table = anova(fits["sleepstudy_intercept_ml"], shuffled)  # same rows, other order: fine
+    assert table["Chisq"].iloc[1] == pytest.approx(REFERENCE["sleepstudy_lrt"]["chisq"], rel=1e-4)
+
+
+def test_prediction_errors_name_the_problem(fits):
+    fit = fits["sleepstudy_slopes_reml"]
+    with pytest.raises(lmmlib.errors.LmmInputError, match="lacks column 'Days'"):
+        fit.predict(pd.DataFrame({"Subject": ["308"]}))
+    with pytest.raises(lmmlib.errors.LmmInputError, match="'Days' of newdata has 1 missing"):
+        fit.predict(pd.DataFrame({"Days": [1.0, np.nan], "Subject": ["308", "308"]}))
+    with pytest.raises(lmmlib.errors.LmmInputError, match="missing value of grouping factor"):
+        fit.predict(pd.DataFrame({"Days": [1, 2], "Subject": ["308", None]}))
+    with pytest.raises(lmmlib.errors.LmmInputError, match="'Days' of newdata has dtype"):
+        fit.predict(pd.DataFrame({"Days": ["one"], "Subject": ["308"]}))
+    # a missing grouping value with allow_new_levels: the population prediction, as lme4
+    pred = fit.predict(pd.DataFrame({"Days": [2], "Subject": [None]}), allow_new_levels=True)
+    assert pred.iloc[0] == pytest.approx(fit.fixef["(Intercept)"] + 2 * fit.fixef["Days"])

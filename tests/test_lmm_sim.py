@@ -328,3 +328,71 @@ def test_convergence_failure_is_reported(monkeypatch):
     with pytest.warns(ConvergenceWarning, match="did not converge \\(stopped\\)"):
         fit = lmer("y ~ x + (1 | a)", small_data(1))
     assert fit.optinfo["converged"] is False
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e7])
+@pytest.mark.parametrize("curvature", [1.0, 1e4])
+def test_optimizer_convergence_does_not_depend_on_the_size_of_the_criterion(offset, curvature):
+    """A criterion near 1e7 (a million rows) has rounding errors near 1e-9: a forward difference
+    with a tiny step can then be 0 and wrongly look like a stationary point.  The accepted point
+    must be the minimum to the same accuracy whatever the constant added."""
+    from lmmlib.optimizer import optimize_theta
+
+    H = np.diag([curvature, 10.0, 1.0])
+    H[0, 1] = H[1, 0] = 0.5
+    target = np.array([0.7, -0.4, 0.3])
+
+    def quadratic(t):
+        return offset + 0.5 * (t - target) @ H @ (t - target)
+
+    theta, info = optimize_theta(quadratic, np.ones(3), np.array([0.0, -np.inf, 0.0]))
+    excess = 0.5 * (theta - target) @ H @ (theta - target)  # criterion above its minimum
+    assert info["converged"] and excess < 1e-8
+    assert info["decrement"] < 1e-8
+
+
+def test_optimizer_uses_a_given_hessian_for_a_near_start():
+    from lmmlib.optimizer import optimize_theta
+
+    H = np.array([[4.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0]])
+    target = np.array([0.7, -0.4, 0.3])
+    lower = np.array([0.0, -np.inf, 0.0])
+
+    def criterion(t):
+        d = t - target
+        return 100.0 + 0.5 * d @ H @ d + 0.1 * np.sum(d**4)
+
+    near = target + 0.05
+    plain, info_plain = optimize_theta(criterion, near, lower)
+    quasi, info_quasi = optimize_theta(criterion, near, lower, hessian=H)
+    # a decrement below 1e-8 puts theta within sqrt(2e-8 / smallest eigenvalue) of the minimum
+    np.testing.assert_allclose(quasi, target, atol=2e-4)
+    assert criterion(quasi) - 100.0 < 1e-8 and criterion(plain) - 100.0 < 1e-8
+    assert info_quasi["converged"] and info_quasi["passes"] == 0  # no L-BFGS-B pass needed
+    assert info_quasi["n_evaluations"] < info_plain["n_evaluations"]
+    # a Hessian that is not positive definite falls back to L-BFGS-B
+    fallback, info = optimize_theta(criterion, near, lower, hessian=-H)
+    assert info["converged"] and info["passes"] >= 1 and criterion(fallback) - 100.0 < 1e-8
+
+
+def test_blas_runs_single_threaded_during_a_fit():
+    """lmer limits BLAS to one thread while it fits (threadpoolctl, a dependency)."""
+    from threadpoolctl import threadpool_info
+
+    import lmmlib.lmm
+
+    seen = []
+    model = LinearMixedModel(build_design("y ~ x + (1 | a)", small_data(2)))
+    objective = model.pls.objective
+
+    def spy(theta, reml):
+        seen.append({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
+        return objective(theta, reml)
+
+    model.pls.objective = spy
+    model.fit()
+    assert seen and all(threads == {1} for threads in seen)
+    after = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+    assert lmmlib.lmm._threadpool_controller() is not None
+    assert after == {lib["num_threads"] for lib in lmmlib.lmm._threadpool_controller().info()
+                     if lib["user_api"] == "blas"}  # restored after the fit
