@@ -266,7 +266,9 @@ def varcorr_frame(terms: Sequence, templates: Sequence[np.ndarray], sigma: float
                 corr = cov[r, c] / denom if denom > 0 else np.nan
                 records.append((label, term.names[c], term.names[r], cov[r, c], corr))
     records.append(("Residual", None, None, sigma**2, sigma))
-    return pd.DataFrame.from_records(records, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+    frame = pd.DataFrame.from_records(records, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+    # One missing-value marker (NaN, as R's NA) in every name column, even one with no names.
+    return frame.astype({"grp": "str", "var1": "str", "var2": "str"})
 
 
 def sdcor_names(terms: Sequence) -> list[str]:

@@ -73,6 +73,8 @@ def test_theta_and_varcorr(fits, key):
     assert got["grp"].tolist() == expected["grp"].tolist()
     assert got["var1"].fillna("NA").tolist() == expected["var1"].fillna("NA").tolist()
     assert got["var2"].fillna("NA").tolist() == expected["var2"].fillna("NA").tolist()
+    # missing names are one kind of missing value (NaN, R's NA), never a Python None
+    assert not got[["grp", "var1", "var2"]].map(lambda v: v is None).to_numpy().any()
     is_cor = expected["var2"].notna().to_numpy()
     # standard deviations relative, correlations absolute
     np.testing.assert_allclose(got["sdcor"][~is_cor], expected["sdcor"][~is_cor], rtol=1e-4)
