@@ -185,7 +185,7 @@ def build_design(formula: str, data: pd.DataFrame, *, reorder_terms: bool = True
         )
     fixed_mm = _evaluate(parse_rhs(fixed_rhs), frame, "the fixed effects")
     X_full = _matrix(fixed_mm.model_spec, frame, "the fixed effects", fixed_mm)
-    names_full = _lme4_names(fixed_mm, frame)
+    names_full = lme4_column_names(fixed_mm, frame)
     kept = _independent_columns(X_full)
     dropped = [n for j, n in enumerate(names_full) if j not in kept]
     if dropped:
@@ -202,7 +202,7 @@ def build_design(formula: str, data: pd.DataFrame, *, reorder_terms: bool = True
         if mm.shape[1] == 0:
             raise LmmInputError(f"the random-effects term {bar} has no columns")
         levels, codes = _grouping_factor(frame, bar.group)
-        terms.append(RandomTerm(bar.group, levels, codes, tuple(_lme4_names(mm, frame)),
+        terms.append(RandomTerm(bar.group, levels, codes, tuple(lme4_column_names(mm, frame)),
                                 _matrix(mm.model_spec, frame, f"the term {bar}", mm), bar.expr))
         specs.append(mm.model_spec)
     _check_terms(terms, len(y))
@@ -317,11 +317,11 @@ def _matrix(spec: ModelSpec, frame: pd.DataFrame, what: str, mm=None) -> np.ndar
     return X
 
 
-def _lme4_names(mm, frame: pd.DataFrame) -> list[str]:
+def lme4_column_names(mm, frame: pd.DataFrame) -> list[str]:
     """formulaic's column names written as lme4 writes them.
 
     ``Intercept`` -> ``(Intercept)``, ``T[T.b]`` and ``T[b]`` -> ``Tb``, ``x:T[T.b]`` ->
-    ``x:Tb``, a logical column ``b`` -> ``bTRUE``.
+    ``x:Tb``, a logical column ``b`` -> ``bTRUE``. Used for lmer's and ols's coefficients alike.
     """
     names = {}
     for structure in mm.model_spec.structure:

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, stats
 
+from lmmlib.design import lme4_column_names
 from lmmlib.errors import FormulaError, LmmInputError
 
 __all__ = ["OLS", "ols"]
@@ -243,7 +244,7 @@ class OLS:
                     "newdata must be a pandas DataFrame with the predictor columns of "
                     f"{self.formula!r}, got {type(newdata).__name__}"
                 )
-            return _new_model_matrix(self.model_spec, newdata), newdata.index
+            return _new_model_matrix(self.model_spec, newdata, self.names), newdata.index
         if isinstance(newdata, pd.DataFrame):
             missing = [c for c in self.names if c not in newdata.columns]
             if missing:
@@ -333,21 +334,13 @@ def ols(formula: str, data: pd.DataFrame, *, missing: str = "drop") -> OLS:
         raise LmmInputError(f"the response {str(lhs)!r} must be a single numeric column")
     X = mm.rhs
     _check_finite(X.to_numpy(dtype=float), list(X.columns), "the model matrix")
-    fit = OLS(y.iloc[:, 0], X.set_axis([_r_name(c) for c in X.columns], axis=1))
+    fit = OLS(y.iloc[:, 0], X.set_axis(lme4_column_names(X, data), axis=1))
     fit.formula = formula
     fit.model_spec = X.model_spec
     return fit
 
 
-# -- helpers: R-style names, validation -------------------------------------------------------
-def _r_name(column: str) -> str:
-    """formulaic's column name -> R's: ``Intercept`` -> ``(Intercept)``, ``g[T.b]`` and (full
-    dummy coding, no intercept) ``g[b]`` -> ``gb``."""
-    if column == "Intercept":
-        return "(Intercept)"
-    return re.sub(r"\[(?:T\.)?([^\]]*)\]", r"\1", column)
-
-
+# -- helpers: validation ----------------------------------------------------------------------
 def _parse(formula: str):
     from formulaic import Formula
     from formulaic.errors import FormulaicError
@@ -500,7 +493,7 @@ def _check_full_rank(X: np.ndarray, names: list[str]) -> None:
     )
 
 
-def _new_model_matrix(spec, newdata: pd.DataFrame) -> np.ndarray:
+def _new_model_matrix(spec, newdata: pd.DataFrame, names: list[str]) -> np.ndarray:
     """The model matrix of ``newdata`` with the columns, contrasts and levels of the fit."""
     from formulaic.errors import DataMismatchWarning
 
@@ -535,5 +528,5 @@ def _new_model_matrix(spec, newdata: pd.DataFrame) -> np.ndarray:
         except DataMismatchWarning as err:
             raise LmmInputError(f"newdata does not match the fitted model: {err}") from None
     X0 = X0.to_numpy(dtype=float)
-    _check_finite(X0, [_r_name(c) for c in spec.column_names], "the model matrix of newdata")
+    _check_finite(X0, names, "the model matrix of newdata")
     return X0
