@@ -46,7 +46,7 @@ import pandas as pd
 from scipy import linalg, stats
 
 from lmmlib.design import lme4_column_names
-from lmmlib.errors import FormulaError, LmmInputError
+from lmmlib.errors import FormulaError, LmmInputError, MissingValuesWarning
 
 __all__ = ["OLS", "ols"]
 
@@ -368,7 +368,7 @@ def _drop_missing(data: pd.DataFrame, used: list[str], missing: str) -> pd.DataF
     what = f"{int(bad.sum())} of {len(data)} rows with missing values (per column: {counts})"
     if missing == "raise":
         raise LmmInputError(f"{what}; drop them or pass missing='drop'")
-    warnings.warn(f"dropped {what}", UserWarning, stacklevel=3)
+    warnings.warn(f"dropped {what}", MissingValuesWarning, stacklevel=3)
     return data.loc[~bad]
 
 
