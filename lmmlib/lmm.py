@@ -149,10 +149,7 @@ class LinearMixedModel:
         lower = self.layout.lower
         scale = self.pls.theta_scale
         start = self.layout.start / scale if start is None else np.asarray(start, dtype=float)
-
-        def scaled_objective(theta_s):
-            return self.pls.objective(theta_s / scale, self.reml)
-
+        scaled_objective = self._scaled_objective
         options = {} if hessian is None else {"hessian": hessian}
         with _single_blas_thread():
             theta_s, self.optinfo = optimize_theta(scaled_objective, start * scale, lower,
@@ -222,15 +219,14 @@ class LinearMixedModel:
         """Hessian of the criterion at the estimate, with respect to theta on the optimiser's
         scale (theta times ``pls.theta_scale``), by finite differences
         (:func:`lmmlib.optimizer.gradient_and_hessian`); :meth:`refit` starts from it."""
-        scale = self.pls.theta_scale
-        theta_s = self.theta * scale
-
-        def scaled_objective(t):
-            return self.pls.objective(t / scale, self.reml)
-
+        theta_s = self.theta * self.pls.theta_scale
         with _single_blas_thread():
-            return gradient_and_hessian(scaled_objective, theta_s, self.deviance,
+            return gradient_and_hessian(self._scaled_objective, theta_s, self.deviance,
                                         self.layout.lower)[1]
+
+    def _scaled_objective(self, theta_s: np.ndarray) -> float:
+        """:meth:`objective` at ``theta = theta_s / pls.theta_scale``: the optimiser's scale."""
+        return self.pls.objective(theta_s / self.pls.theta_scale, self.reml)
 
     def _new_response(self, newresp) -> np.ndarray:
         """``newresp`` as a float array in the order of the fit's rows, checked."""

@@ -255,16 +255,13 @@ def varcorr_frame(terms: Sequence, templates: Sequence[np.ndarray], sigma: float
     """
     records = []
     for label, term, T in zip(group_labels(terms), terms, templates):
-        cov = sigma**2 * (T @ T.T)
-        sd = np.sqrt(np.diag(cov))
+        cov, sd, corr = _covariance_sd_correlation(T, sigma)
         for a, name in enumerate(term.names):
             records.append((label, name, None, cov[a, a], sd[a]))
         p = len(term.names)
         for c in range(p):
             for r in range(c + 1, p):
-                denom = sd[r] * sd[c]
-                corr = cov[r, c] / denom if denom > 0 else np.nan
-                records.append((label, term.names[c], term.names[r], cov[r, c], corr))
+                records.append((label, term.names[c], term.names[r], cov[r, c], corr[r, c]))
     records.append(("Residual", None, None, sigma**2, sigma))
     frame = pd.DataFrame.from_records(records, columns=["grp", "var1", "var2", "vcov", "sdcor"])
     # One missing-value marker (NaN, as R's NA) in every name column, even one with no names.
@@ -292,13 +289,18 @@ def sdcor_values(terms: Sequence, templates: Sequence[np.ndarray], sigma: float)
     """The values named by :func:`sdcor_names`: SDs ``sigma sqrt(diag(T T'))`` and correlations."""
     values = []
     for term, T in zip(terms, templates):
-        cov = sigma**2 * (T @ T.T)
-        sd = np.sqrt(np.diag(cov))
+        _, sd, corr = _covariance_sd_correlation(T, sigma)
         rows, cols = theta_indices(len(term.names))
-        for r, c in zip(rows, cols):
-            if r == c:
-                values.append(sd[r])
-            else:
-                denom = sd[r] * sd[c]
-                values.append(cov[r, c] / denom if denom > 0 else np.nan)
+        values.extend(sd[r] if r == c else corr[r, c] for r, c in zip(rows, cols))
     return np.array(values)
+
+
+def _covariance_sd_correlation(T: np.ndarray, sigma: float):
+    """One level's covariance ``sigma^2 T T'``, its SDs and its correlations (NaN where an SD
+    is 0, as lme4 prints for a singular term)."""
+    cov = sigma**2 * (T @ T.T)
+    sd = np.sqrt(np.diag(cov))
+    denom = np.outer(sd, sd)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where(denom > 0, cov / np.where(denom > 0, denom, 1.0), np.nan)
+    return cov, sd, corr
