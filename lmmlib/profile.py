@@ -44,6 +44,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from lmmlib.errors import ConvergenceWarning, LmmInputError, SingularFitWarning
+from lmmlib.pls import LOG_2PI, profiled_deviance
 from lmmlib.remat import theta_indices
 from lmmlib.summary import percent_label
 
@@ -56,7 +57,6 @@ __all__ = [
     "theta_from_sdcor",
 ]
 
-LOG_2PI = float(np.log(2 * np.pi))
 #: deviance added per unit of ||R - R_+||_F^2 when correlations do not form a valid matrix
 INVALID_PENALTY = 1e8
 
@@ -158,8 +158,7 @@ def fixed_effect_deviance(pls, theta: np.ndarray, j: int, value: float) -> tuple
     f = pls.factorize(theta)
     RX_inv = np.linalg.inv(f.RX)
     r2 = f.r2 + (value - f.beta[j]) ** 2 / (RX_inv[j] @ RX_inv[j])
-    deviance = f.logdet_L + pls.n * (1.0 + LOG_2PI + np.log(r2 / pls.n))
-    return float(deviance), float(np.sqrt(r2 / pls.n))
+    return profiled_deviance(f.logdet_L, r2, pls.n), float(np.sqrt(r2 / pls.n))
 
 
 def _minimize(f, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, float]:
