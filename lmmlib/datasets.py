@@ -18,10 +18,16 @@ from importlib import resources
 
 import pandas as pd
 
-__all__ = ["sleepstudy", "DataIntegrityError"]
+__all__ = ["sleepstudy", "reference", "DataIntegrityError"]
 
 #: SHA-256 of ``sleepstudy.csv`` as distributed with lme4 (see ``data/README.md``).
 SLEEPSTUDY_SHA256 = "2918bbddf750e78003059efa97b94885b85c4d7927c22a19c29f7fa5a184c59d"
+
+
+#: SHA-256 of each file of reference numbers in ``data/reference`` (see its README.md).
+REFERENCE_SHA256 = {
+    "lme4_sleepstudy": "f12e7df6df806961dbe41d080b3e2866e3a07879cd1c6425149baa59eacc37f0",
+}
 
 
 class DataIntegrityError(RuntimeError):
@@ -29,7 +35,7 @@ class DataIntegrityError(RuntimeError):
 
 
 def _read_checked(name: str, sha256: str) -> bytes:
-    raw = resources.files("lmmlib").joinpath("data", name).read_bytes()
+    raw = resources.files("lmmlib").joinpath("data", *name.split("/")).read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
     if digest != sha256:
         raise DataIntegrityError(
@@ -60,3 +66,30 @@ def sleepstudy() -> pd.DataFrame:
     df["Subject"] = pd.Categorical(df["Subject"], categories=list(dict.fromkeys(df["Subject"])))
     df["Days"] = df["Days"].astype("int64")
     return df
+
+
+def reference(name: str) -> dict:
+    """Published numbers of another program that the book and the tests compare against.
+
+    Each file in ``lmmlib/data/reference`` is JSON with a ``source`` entry that says which
+    program, version and call produced the numbers; ``data/reference/README.md`` lists them
+    with their provenance and SHA-256, checked on every load.
+
+    Parameters
+    ----------
+    name : str
+        One of the keys of ``REFERENCE_SHA256``, e.g. ``"lme4_sleepstudy"``.
+
+    Examples
+    --------
+    >>> from lmmlib import datasets
+    >>> ref = datasets.reference("lme4_sleepstudy")
+    >>> round(ref["fits"]["sleepstudy_slopes_reml"]["fixef"]["Days"], 4)
+    10.4673
+    """
+    import json
+
+    if name not in REFERENCE_SHA256:
+        known = ", ".join(sorted(REFERENCE_SHA256))
+        raise KeyError(f"no reference numbers named {name!r}; known: {known}")
+    return json.loads(_read_checked(f"reference/{name}.json", REFERENCE_SHA256[name]))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from importlib import resources
 from pathlib import Path
@@ -15,7 +14,6 @@ import pytest
 from lmmlib import datasets
 from lmmlib.datasets import DataIntegrityError
 
-REFERENCE = Path(__file__).parent / "reference" / "lme4_sleepstudy.json"
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +43,7 @@ def test_eighteen_subjects_each_observed_on_days_0_to_9(sleep):
 def test_values_agree_with_lme4(sleep):
     """The design is balanced, so the mean response equals lme4's fixed-effect line at the mean
     day: (Intercept) + 4.5 * Days, from R's fit of these data."""
-    fixef = json.loads(REFERENCE.read_text())["fits"]["sleepstudy_slopes_reml"]["fixef"]
+    fixef = datasets.reference("lme4_sleepstudy")["fits"]["sleepstudy_slopes_reml"]["fixef"]
     assert sleep["Reaction"].mean() == pytest.approx(
         fixef["(Intercept)"] + 4.5 * fixef["Days"], rel=1e-11
     )
@@ -91,3 +89,11 @@ def test_a_corrupted_copy_raises(tmp_path, monkeypatch, edit):
     with pytest.raises(DataIntegrityError, match=r"sleepstudy\.csv has SHA-256 [0-9a-f]{64}, "
                                                  rf"expected {datasets.SLEEPSTUDY_SHA256}"):
         datasets.sleepstudy()
+
+
+def test_reference_numbers_ship_with_lmmlib_and_unknown_names_are_refused():
+    ref = datasets.reference("lme4_sleepstudy")
+    assert ref["source"].startswith("R 4.2.2, lme4 1.1-31")
+    assert ref["fits"]["sleepstudy_slopes_reml"]["fixef"]["(Intercept)"] == pytest.approx(251.4051, abs=1e-4)
+    with pytest.raises(KeyError, match="no reference numbers named 'brms'"):
+        datasets.reference("brms")

@@ -1,14 +1,12 @@
 """lmmlib's LMM engine against lme4's own numbers for the sleepstudy fits.
 
-The reference values (R 4.2.2, lme4 1.1-31) are in tests/reference/lme4_sleepstudy.json.
+The reference values (R 4.2.2, lme4 1.1-31) ship with lmmlib (lmmlib/data/reference/lme4_sleepstudy.json).
 lme4's optimizer (bobyqa) stops at a tolerance of its own, so estimates are compared to
 1e-4 relative and the (flat, quadratic) deviance at the optimum to 1e-7 relative.
 """
 
-import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,9 +15,7 @@ import pytest
 import lmmlib
 from lmmlib import anova, datasets, lmer
 
-REFERENCE = json.loads((Path(__file__).parent / "reference" / "lme4_sleepstudy.json").read_text())[
-    "fits"
-]
+REFERENCE = datasets.reference("lme4_sleepstudy")["fits"]
 FITS = [
     "sleepstudy_slopes_reml",
     "sleepstudy_slopes_ml",

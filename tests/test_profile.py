@@ -9,9 +9,7 @@ ends exactly, so agreement is to about 1e-4, well inside the 1e-3 asked for.
 
 from __future__ import annotations
 
-import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,14 +22,12 @@ from lmmlib.errors import LmmInputError, SingularFitWarning
 from lmmlib.lmm import lmer
 from lmmlib.profile import DevianceProfile, profile, profile_confint, theta_from_sdcor
 
-REFERENCE = Path(__file__).parent / "reference" / "lme4_sleepstudy.json"
 SLOPES = "Reaction ~ Days + (Days | Subject)"
 INTERCEPT = "Reaction ~ Days + (1 | Subject)"
 
 
 def lme4(key: str) -> dict:
-    with open(REFERENCE) as fh:
-        return json.load(fh)["fits"][key]
+    return lmmlib.datasets.reference("lme4_sleepstudy")["fits"][key]
 
 
 @pytest.fixture(scope="module")
