@@ -191,7 +191,7 @@ def build_design(formula: str, data: pd.DataFrame, *, reorder_terms: bool = True
     ``weights`` and ``offset`` are a column name of ``data`` or one value per row of
     ``data``; rows where they are missing are dropped with the others (R's model frame).
     ``offset(expr)`` terms of the formula are added to ``offset``.  The term ``.`` stands for
-    every column of ``data`` not otherwise in the formula.  Ordered categorical columns get
+    every column of ``data`` not otherwise in the fixed part, except the grouping factors.  Ordered categorical columns get
     R's polynomial contrasts (``x.L``, ``x.Q``, ...).  A PredictorScaleWarning says, as lme4,
     that predictors are on very different scales.
 
@@ -222,7 +222,10 @@ def build_design(formula: str, data: pd.DataFrame, *, reorder_terms: bool = True
     offset_columns = list(dict.fromkeys(
         sum((formula_variables(f"I({e})") for e in offset_exprs), [])))
     term_columns = [formula_variables(bar.expr) + group_components(bar.group) for bar in bars]
-    named = {*response_columns, *offset_columns, *sum(term_columns, []),
+    # '.': the columns not otherwise in the fixed part (R's rule for lme4's fixed formula),
+    # nor grouping factors (lme4 would add those as fixed effects too)
+    named = {*response_columns, *offset_columns, *(c for b in bars for c in
+                                                   group_components(b.group)),
              *formula_variables(expand_dot(fixed_rhs, ["1"], set()))}
     fixed_rhs = expand_dot(fixed_rhs, data.columns, named)
     fixed_columns = formula_variables(fixed_rhs)
@@ -457,7 +460,9 @@ def lme4_column_names(mm, frame: pd.DataFrame) -> list[str]:
             else:
                 names[column] = ":".join(_lme4_piece(piece, factors, frame)
                                          for piece in _split_interaction(column))
-    return [names.get(column, column) for column in mm.model_spec.column_names]
+    # R writes a power as x^2, formulaic (after lmmlib.rsyntax's translation) x ** 2
+    return [re.sub(r"\s*\*\*\s*", "^", names.get(column, column))
+            for column in mm.model_spec.column_names]
 
 
 def _split_interaction(column: str) -> list[str]:
