@@ -10,8 +10,8 @@ partial-pooling model.
 
 >>> from lmmlib import datasets, lmer
 >>> fit = lmer("Reaction ~ Days + (Days | Subject)", datasets.sleepstudy())
->>> coef(fit)["Subject"].loc[308].round(3).tolist()
-[253.664, 19.667]
+>>> coef(fit)["Subject"].loc["308"].round(3).tolist()
+[253.664, 19.666]
 """
 
 from __future__ import annotations

@@ -216,7 +216,7 @@ def check_scales(X: np.ndarray, names) -> str | None:
     ``|log(s_i / s_j)|`` or ``|log s_j|`` exceeds ``log(1000)`` (lme4, ``R/modular.R``).
 
     >>> X = np.column_stack([np.ones(4), [0.0, 1, 2, 3], [0.0, 1e4, 2e4, 3e4]])
-    >>> check_scales(X, ["(Intercept)", "x", "z"])[:52]
+    >>> check_scales(X, ["(Intercept)", "x", "z"])[:53]
     'Some predictor variables are on very different scales'
     """
     X = np.asarray(X, dtype=float)
