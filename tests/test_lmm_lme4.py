@@ -288,6 +288,7 @@ def test_extreme_response_and_predictor_units_together(sleep, y_scale, unit):
     assert fit.deviance == pytest.approx(ref["deviance"] + 2 * 180 * math.log(y_scale), rel=1e-8)
 
 
+@pytest.mark.filterwarnings("ignore::lmmlib.errors.PredictorScaleWarning")  # as lme4
 def test_singularity_is_judged_on_ordinary_units(sleep):
     """lme4's rule (theta < 1e-4) applies as is to predictors on ordinary scales; for a column
     whose root mean square exceeds 1e3 theta is judged as if the column were rescaled to 1e3,
@@ -327,6 +328,7 @@ def test_singular_warning_tells_a_python_user_what_happened():
 
 
 # ------------------------------------------------------------------ public pieces of the fit
+@pytest.mark.filterwarnings("ignore::lmmlib.errors.PredictorScaleWarning")  # as lme4
 def test_factor_gives_beta_and_RX_in_the_units_of_the_data(sleep):
     """The hooks the profile uses: beta(theta) and R_X from pls.factorize, in the data's units,
     also when the columns are scaled internally (Days in seconds)."""
