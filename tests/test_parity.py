@@ -107,6 +107,19 @@ def test_weighted_boundary_fit_is_weighted_least_squares(reml):
     np.testing.assert_allclose(fit.se, wls.bse * np.sqrt(scale / wls.scale), rtol=1e-6)
 
 
+def test_weighted_profile_intervals_and_summary(sleep):
+    # constant weights c: the same model with sigma^2/c, so profile intervals of the fixed
+    # effects are unchanged and those of sigma scale by sqrt(c); summary's scaled residuals
+    # are lme4's Pearson ones, the same for any c
+    base = lmer("Reaction ~ Days + (1 | Subject)", sleep)
+    fit = lmer("Reaction ~ Days + (1 | Subject)", sleep, weights=np.full(len(sleep), 0.25))
+    a, b = base.confint("profile"), fit.confint("profile")
+    np.testing.assert_allclose(b.loc["Days"], a.loc["Days"], rtol=1e-4)
+    np.testing.assert_allclose(b.loc["sigma"], 0.5 * a.loc["sigma"], rtol=1e-4)
+    np.testing.assert_allclose(fit.summary().residual_quantiles,
+                               base.summary().residual_quantiles, rtol=1e-6)
+
+
 def test_weights_are_checked_and_dropped_with_missing_rows(weighted):
     with pytest.raises(LmmInputError, match="weights must be positive"):
         lmer("Reaction ~ Days + (1 | Subject)", weighted.assign(w=-weighted["w"]), weights="w")
