@@ -53,7 +53,7 @@ from lmmlib.formula import (
     split_formula,
     split_offsets,
 )
-from lmmlib.rsyntax import R_CONTEXT, check_scales, expand_dot, ordered_as_poly
+from lmmlib.rsyntax import R_CONTEXT, check_scales, expand_dot, ordered_as_poly, replace_dot
 
 __all__ = ["RandomTerm", "Design", "build_design", "MissingValuesWarning",
            "RankDeficiencyWarning"]
@@ -226,7 +226,7 @@ def build_design(formula: str, data: pd.DataFrame, *, reorder_terms: bool = True
     # nor grouping factors (lme4 would add those as fixed effects too)
     named = {*response_columns, *offset_columns, *(c for b in bars for c in
                                                    group_components(b.group)),
-             *formula_variables(expand_dot(fixed_rhs, ["1"], set()))}
+             *formula_variables(replace_dot(fixed_rhs, "1"))}
     fixed_rhs = expand_dot(fixed_rhs, data.columns, named)
     fixed_columns = formula_variables(fixed_rhs)
     data, extra = _prior_columns(data, weights, offset)

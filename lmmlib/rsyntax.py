@@ -106,12 +106,12 @@ def r_to_python(text: str, *, all_python: bool = False) -> str:
     if re.search(r"%[A-Za-z_.]*%", text):
         raise FormulaError(f"the R operator {re.search(r'%[A-Za-z_.]*%', text).group()!r} "
                            f"in {text!r} is not supported")
-    out, stack, in_tick = [], [], False
+    out, stack, quote = [], [], None
     for i, char in enumerate(text):
-        if char == "`":
-            in_tick = not in_tick
-        elif in_tick:
-            pass
+        if quote:  # inside `name`, 'string' or "string": nothing to translate
+            quote = None if char == quote else quote
+        elif char in "`'\"":
+            quote = char
         elif char == "(":
             before = text[:i].rstrip()
             stack.append(bool(before) and bool(_IDENT.match(before[-1])))
@@ -126,13 +126,16 @@ def r_to_python(text: str, *, all_python: bool = False) -> str:
                 "(x != value) instead"
             )
         out.append(char)
-    text = "".join(out)
-    text = re.sub(r"(?<![A-Za-z0-9_.])TRUE(?![A-Za-z0-9_.])", "True", text)
-    text = re.sub(r"(?<![A-Za-z0-9_.])FALSE(?![A-Za-z0-9_.])", "False", text)
-    return re.sub(
-        r"\b(C\(\s*[^,()]+?\s*,\s*)(?:contr\.)?(poly|sum|helmert|treatment)(\s*\))",
-        lambda m: m.group(1) + _CONTRASTS[m.group(2)] + m.group(3), text,
-    )
+    # the word-level translations, applied outside quotes only ("TRUE" may be a level)
+    pieces = re.split(r"""(`[^`]*`|'[^']*'|"[^"]*")""", "".join(out))
+    for k in range(0, len(pieces), 2):
+        piece = re.sub(r"(?<![A-Za-z0-9_.])TRUE(?![A-Za-z0-9_.])", "True", pieces[k])
+        piece = re.sub(r"(?<![A-Za-z0-9_.])FALSE(?![A-Za-z0-9_.])", "False", piece)
+        pieces[k] = re.sub(
+            r"\b(C\(\s*[^,()]+?\s*,\s*)(?:contr\.)?(poly|sum|helmert|treatment)(\s*\))",
+            lambda m: m.group(1) + _CONTRASTS[m.group(2)] + m.group(3), piece,
+        )
+    return "".join(pieces)
 
 
 def _bare_names(rhs: str) -> list[tuple[int, int]]:

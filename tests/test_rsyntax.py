@@ -157,8 +157,11 @@ def test_true_and_false_are_R_s(data):
     np.testing.assert_allclose(X.iloc[:, 1:].to_numpy(), np.column_stack([data["x"], data["x"] ** 2]))
 
 
-def test_translation_leaves_backticked_names_alone():
+def test_translation_leaves_backticked_names_and_strings_alone():
     assert r_to_python("`a^b` + I(x^2)") == "`a^b` + I(x**2)"
+    assert r_to_python("I(flag == 'TRUE') + I(s == \"a^b!\")") == (
+        "I(flag == 'TRUE') + I(s == \"a^b!\")")
+    assert r_to_python("I(flag == TRUE)") == "I(flag == True)"
 
 
 # ------------------------------------------------------------------ features
