@@ -191,9 +191,9 @@ def build_design(formula: str, data: pd.DataFrame, *, reorder_terms: bool = True
     ``weights`` and ``offset`` are a column name of ``data`` or one value per row of
     ``data``; rows where they are missing are dropped with the others (R's model frame).
     ``offset(expr)`` terms of the formula are added to ``offset``.  The term ``.`` stands for
-    every column of ``data`` not otherwise in the fixed part, except the grouping factors.  Ordered categorical columns get
-    R's polynomial contrasts (``x.L``, ``x.Q``, ...).  A PredictorScaleWarning says, as lme4,
-    that predictors are on very different scales.
+    every column of ``data`` not otherwise in the fixed part, except the grouping factors.
+    Ordered categorical columns get R's polynomial contrasts (``x.L``, ``x.Q``, ...).  A
+    PredictorScaleWarning says, as lme4, that predictors are on very different scales.
 
     Rows with a missing value in any column the model uses are dropped with a
     :class:`MissingValuesWarning`; collinear columns of X are dropped with a

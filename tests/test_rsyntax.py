@@ -154,7 +154,8 @@ def test_removing_the_intercept_as_R(data, rhs):
 
 def test_true_and_false_are_R_s(data):
     X = X_of("y ~ poly(x, 2, raw = TRUE) + (1 | g)", data)
-    np.testing.assert_allclose(X.iloc[:, 1:].to_numpy(), np.column_stack([data["x"], data["x"] ** 2]))
+    np.testing.assert_allclose(X.iloc[:, 1:].to_numpy(),
+                               np.column_stack([data["x"], data["x"] ** 2]))
 
 
 def test_translation_leaves_backticked_names_and_strings_alone():
