@@ -229,3 +229,15 @@ def test_scale_warning_follows_lme4_s_rule():
 
 def test_R_functions_are_known_to_the_formula_checker():
     assert lmmlib.formula.formula_variables("factor(a) + sqrt(b) + log(c, 2)") == ["a", "b", "c"]
+
+
+def test_five_level_ordered_factor_is_R_s_contr_poly():
+    # contr.poly(5): the orthonormal polynomials of degree 1-4 in the scores 1..5, named
+    # .L .Q .C ^4 as R names them; sign convention: each column ends positive
+    o = pd.Categorical(np.tile(list("abcde"), 6), categories=list("abcde"), ordered=True)
+    frame = pd.DataFrame({"o": o, "y": np.arange(30.0) ** 1.1, "g": np.repeat(list("uvw"), 10)})
+    d = build_design("y ~ o + (1 | g)", frame)
+    assert d.fixef_names == ["(Intercept)", "o.L", "o.Q", "o.C", "o^4"]
+    Q, _ = np.linalg.qr(np.vander(np.arange(1.0, 6.0), 5, increasing=True))
+    Q = Q[:, 1:] * np.sign(Q[-1, 1:])
+    np.testing.assert_allclose(d.X[:5, 1:], Q, atol=1e-12)
