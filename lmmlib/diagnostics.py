@@ -80,11 +80,25 @@ def model_matrix_ZLambda_X(fit) -> sp.csr_matrix:
     return sp.hstack([*blocks, sp.csr_matrix(X)]).tocsr()
 
 
-def hatvalues(fit, chunk: int = 2048) -> pd.Series:
+#: hatvalues forms the (q + p) x (q + p) matrix C densely: at most this order (512 MB)
+MAX_DENSE_ORDER = 8000
+
+
+def hatvalues(fit) -> pd.Series:
     """The diagonal of lme4's hat matrix ``H = M (M'M + diag(I_q, 0))^{-1} M'`` (module
-    docstring), by a Cholesky factor ``C = L L'`` and ``h_i = ||L^{-1} m_i||^2``."""
+    docstring), by a Cholesky factor ``C = L L'`` and ``h_i = ||L^{-1} m_i||^2``.
+
+    C is dense, so this is for models with up to :data:`MAX_DENSE_ORDER` random and fixed
+    effects together (lme4 uses a sparse factor); larger models are an LmmInputError.
+    """
     M = model_matrix_ZLambda_X(fit)
     q = M.shape[1] - fit.p
+    if M.shape[1] > MAX_DENSE_ORDER:
+        raise LmmInputError(
+            f"hatvalues needs a dense matrix of order q + p = {M.shape[1]}; lmmlib computes "
+            f"it for at most {MAX_DENSE_ORDER} random and fixed effects together"
+        )
+    chunk = max(1, int(4e6 // M.shape[1]))  # rows per dense block (32 MB)
     C = (M.T @ M).toarray()
     C[np.arange(q), np.arange(q)] += 1.0
     L = la.cholesky(C, lower=True)

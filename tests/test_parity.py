@@ -329,6 +329,14 @@ def test_hatvalues_are_lme4_s_brute_force_hat(slopes, weighted):
     assert fit.p < h.sum() < fit.p + q  # effective number of parameters
 
 
+def test_hatvalues_refuses_a_model_too_large_for_its_dense_matrix(monkeypatch, slopes):
+    import lmmlib.diagnostics
+
+    monkeypatch.setattr(lmmlib.diagnostics, "MAX_DENSE_ORDER", 30)
+    with pytest.raises(LmmInputError, match="order q \\+ p = 38"):
+        slopes.hatvalues()
+
+
 def test_influence_at_the_boundary_is_ols_s():
     data = boundary_data(weights=False)
     with pytest.warns(SingularFitWarning):
