@@ -6,9 +6,12 @@ concept of the book: ``datasets`` (the data), ``ols`` (chapter 2), the mixed-mod
 """
 
 from lmmlib import datasets
-from lmmlib.anova import anova
+from lmmlib.anova import anova, drop1
+from lmmlib.diagnostics import cooks_distance, hatvalues
+from lmmlib.effects import coef, fixef
 from lmmlib.lmm import LinearMixedModel, lmer
 from lmmlib.ols import OLS, ols
 
 __version__ = "0.1.0"
-__all__ = ["datasets", "ols", "OLS", "lmer", "LinearMixedModel", "anova"]
+__all__ = ["datasets", "ols", "OLS", "lmer", "LinearMixedModel", "anova", "drop1", "coef",
+           "fixef", "hatvalues", "cooks_distance"]

@@ -9,10 +9,19 @@ first, with the message ``refitting model(s) with ML (instead of REML)``.
 
 The chi-squared reference distribution is conservative when the smaller model sets a variance
 to zero, its boundary (Self and Liang 1987; Pinheiro and Bates 2000, section 2.4.1); lme4 does
-not correct for this and neither do we.
+not correct for this and neither do we.  A linear model without random effects
+(:class:`lmmlib.ols.OLS`) may be one of the models, as an ``lm`` fit in lme4's ``anova``; its
+log-likelihood is the ML one, ``-n/2 (log(2 pi RSS/n) + 1)``, with p + 1 parameters, and the
+boundary caveat is printed (:data:`BOUNDARY_MESSAGE`).
+
+:func:`drop1` refits the model by ML without each fixed-effect term in turn (lme4's
+``drop1``), keeping the other columns of X exactly as they are.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -20,10 +29,34 @@ from scipy import stats
 
 from lmmlib.errors import LmmInputError
 from lmmlib.lmm import LinearMixedModel
+from lmmlib.ols import OLS
+from lmmlib.pls import LOG_2PI
 
-__all__ = ["anova", "REFIT_MESSAGE"]
+__all__ = ["anova", "drop1", "REFIT_MESSAGE", "BOUNDARY_MESSAGE"]
 
 REFIT_MESSAGE = "refitting model(s) with ML (instead of REML)"
+BOUNDARY_MESSAGE = (
+    "Note: the test of a random effect puts its variance on the boundary of the parameter "
+    "space (0), where the chi-squared p-value is conservative; for one variance the null "
+    "distribution is a 50:50 mixture of chi2_0 and chi2_1, which halves the p-value "
+    "(Self and Liang 1987)."
+)
+
+
+class _LinearModelLikelihood:
+    """An OLS fit seen as a model in a likelihood-ratio test: ML log-likelihood
+    ``-n/2 (log(2 pi RSS/n) + 1)``, ``npar = p + 1`` (lme4's view of an ``lm`` fit)."""
+
+    reml = False
+
+    def __init__(self, fit: OLS):
+        n, p = fit.nobs, len(fit.coef)
+        self.nobs, self.npar = n, p + 1
+        self.loglik = float(-0.5 * n * (LOG_2PI + np.log(fit.rss / n) + 1))
+        self.aic = -2 * self.loglik + 2 * self.npar
+        self.bic = float(-2 * self.loglik + np.log(n) * self.npar)
+        self.design = SimpleNamespace(y=fit.y.to_numpy(), row_index=fit.y.index,
+                                      response=fit.y.name)
 
 
 def anova(
@@ -61,9 +94,14 @@ def anova(
     """
     if len(models) < 2:
         raise LmmInputError(f"anova needs at least two models to compare, got {len(models)}")
+    models = tuple(_LinearModelLikelihood(m) if isinstance(m, OLS) else m for m in models)
+    boundary = any(isinstance(m, _LinearModelLikelihood) for m in models)
     for i, m in enumerate(models):
+        if isinstance(m, _LinearModelLikelihood):
+            continue
         if not isinstance(m, LinearMixedModel) or m.optinfo is None:
-            raise LmmInputError(f"argument {i + 1} of anova is not a fitted LinearMixedModel")
+            raise LmmInputError(
+                f"argument {i + 1} of anova is not a fitted LinearMixedModel or OLS fit")
     names = list(names) if names is not None else [f"model{i + 1}" for i in range(len(models))]
     if len(names) != len(models):
         raise LmmInputError(f"{len(names)} names given for {len(models)} models")
@@ -96,8 +134,71 @@ def anova(
         },
         index=names,
     )
+    if boundary:
+        print(BOUNDARY_MESSAGE)
+        note = "\n".join(filter(None, [note, BOUNDARY_MESSAGE]))
     table.attrs["note"] = note
     return table
+
+
+def drop1(fit: LinearMixedModel, test: str = "none") -> pd.DataFrame:
+    """Single-term deletions of the fixed effects (lme4's ``drop1(fit, test)``).
+
+    Each term that no other term contains (R's ``drop.scope``: ``x`` and ``g`` stay while
+    ``x:g`` is in the model) is removed in turn, its columns taken out of X, and the model is
+    refitted by maximum likelihood, as lme4's ``extractAIC`` does.  Rows ``<none>`` (the full
+    model, refitted by ML if it was fitted by REML) and one per term; columns ``npar`` (the
+    number of parameters removed), ``AIC``, and with ``test="Chisq"`` ``LRT`` (the increase
+    of the deviance) and ``Pr(Chi)`` (its chi-squared p-value on ``npar`` df).
+
+    >>> from lmmlib import datasets, lmer
+    >>> fit = lmer("Reaction ~ Days + (1 | Subject)", datasets.sleepstudy())
+    >>> round(float(drop1(fit, test="Chisq").loc["Days", "LRT"]), 2)
+    116.46
+    """
+    if test not in ("none", "Chisq"):
+        raise LmmInputError(f"test must be 'none' or 'Chisq', got {test!r}")
+    if not isinstance(fit, LinearMixedModel) or fit.optinfo is None:
+        raise LmmInputError("drop1 needs a fitted LinearMixedModel")
+    full = fit.refit(reml=False) if fit.reml else fit
+    design = fit.design
+    columns = _term_columns(design)
+    rows = {"<none>": full}
+    for label, cols in columns.items():
+        keep = [j for j in range(design.X.shape[1]) if j not in cols]
+        reduced = dataclasses.replace(
+            design, X=design.X[:, keep], fixef_names=[design.fixef_names[j] for j in keep],
+            all_fixef_names=None)
+        rows[label] = LinearMixedModel(reduced, reml=False).fit()
+    npar = np.array([m.npar for m in rows.values()], dtype=float)
+    deviance = np.array([-2 * m.loglik for m in rows.values()])
+    table = pd.DataFrame({"npar": np.r_[np.nan, npar[0] - npar[1:]],
+                          "AIC": deviance + 2 * npar}, index=list(rows))
+    if test == "Chisq":
+        lrt = np.r_[np.nan, deviance[1:] - deviance[0]]
+        table["LRT"] = lrt
+        with np.errstate(invalid="ignore"):
+            table["Pr(Chi)"] = stats.chi2.sf(lrt, table["npar"])
+    return table
+
+
+def _term_columns(design) -> dict[str, list[int]]:
+    """Droppable fixed-effect terms (R's ``drop.scope``) and their columns of X."""
+    recipe = design._recipe()
+    spec = recipe.fixed_spec
+    position = {name: k for k, name in enumerate(spec.column_names)}
+    kept = {full: j for j, full in enumerate(recipe.kept)}
+    structure = [(st.term, st.columns) for st in spec.structure if str(st.term) != "1"]
+    factors = {str(t): {f.expr for f in t.factors} for t, _ in structure}
+    out = {}
+    for term, cols in structure:
+        label = str(term)
+        if any(factors[label] < other for other in factors.values()):
+            continue  # marginal to a higher-order term in the model
+        js = [kept[position[c]] for c in cols if position[c] in kept]
+        if js:
+            out[label] = js
+    return out
 
 
 def _check_same_data(models, names) -> None:

@@ -40,8 +40,20 @@ import pandas as pd
 from formulaic import Formula, ModelSpec
 from formulaic.errors import DataMismatchWarning, FormulaicError
 
-from lmmlib.errors import LmmInputError, MissingValuesWarning, RankDeficiencyWarning
-from lmmlib.formula import formula_variables, group_components, parse_rhs, split_formula
+from lmmlib.errors import (
+    LmmInputError,
+    MissingValuesWarning,
+    PredictorScaleWarning,
+    RankDeficiencyWarning,
+)
+from lmmlib.formula import (
+    formula_variables,
+    group_components,
+    parse_rhs,
+    split_formula,
+    split_offsets,
+)
+from lmmlib.rsyntax import R_CONTEXT, check_scales, expand_dot, ordered_as_poly, replace_dot
 
 __all__ = ["RandomTerm", "Design", "build_design", "MissingValuesWarning",
            "RankDeficiencyWarning"]
@@ -84,6 +96,8 @@ class _Recipe:
     kept: tuple[int, ...]
     term_specs: tuple[ModelSpec, ...]
     term_columns: tuple[tuple[str, ...], ...]
+    offset_specs: tuple[ModelSpec, ...] = ()
+    offset_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +114,39 @@ class Design:
     n_dropped: int
     dropped_columns: list[str]
     recipe: _Recipe | None = field(default=None, repr=False)
+    #: prior weights w_i (residual variance sigma^2 / w_i), None for all 1
+    weights: np.ndarray | None = None
+    #: offset added to the linear predictor (formula's offset() terms plus ``offset=``)
+    offset: np.ndarray | None = None
+    #: the names of X's columns before collinear ones were dropped
+    all_fixef_names: list[str] | None = None
+    #: positions in the data of the rows used (the others had missing values)
+    data_rows: np.ndarray | None = None
+
+    def new_offset(self, newdata: pd.DataFrame) -> np.ndarray:
+        """The formula's ``offset()`` terms evaluated on ``newdata`` (zeros if none).
+
+        An ``offset=`` vector given to the fit belongs to its rows and is not carried over.
+        """
+        recipe = self._recipe()
+        out = np.zeros(len(newdata))
+        if recipe.offset_specs:
+            frame = _new_frame(newdata, recipe.offset_columns, recipe.offset_specs[0])
+            for spec in recipe.offset_specs:
+                out += _matrix(spec, frame, "an offset")[:, 0]
+        return out
+
+    def new_missing_rows(self, newdata: pd.DataFrame) -> np.ndarray:
+        """Rows of ``newdata`` with a missing value in a predictor (not a grouping factor):
+        their prediction is NaN, as lme4's NA."""
+        recipe = self._recipe()
+        groups = {c for t in self.terms for c in group_components(t.group)}
+        columns = {*recipe.fixed_columns, *recipe.offset_columns,
+                   *(c for cols in recipe.term_columns for c in cols)} - groups
+        columns = [c for c in columns if c in newdata.columns]
+        if not columns:
+            return np.zeros(len(newdata), dtype=bool)
+        return newdata[columns].isna().any(axis=1).to_numpy()
 
     def new_fixed_matrix(self, newdata: pd.DataFrame) -> np.ndarray:
         """X for ``newdata`` with the columns, contrasts and levels of the fit.
@@ -137,8 +184,16 @@ class Design:
         return self.recipe
 
 
-def build_design(formula: str, data: pd.DataFrame, *, reorder_terms: bool = True) -> Design:
+def build_design(formula: str, data: pd.DataFrame, *, reorder_terms: bool = True,
+                 weights=None, offset=None) -> Design:
     """Build y, X and the random-effects terms of an lme4 formula on ``data``.
+
+    ``weights`` and ``offset`` are a column name of ``data`` or one value per row of
+    ``data``; rows where they are missing are dropped with the others (R's model frame).
+    ``offset(expr)`` terms of the formula are added to ``offset``.  The term ``.`` stands for
+    every column of ``data`` not otherwise in the fixed part, except the grouping factors.
+    Ordered categorical columns get R's polynomial contrasts (``x.L``, ``x.Q``, ...).  A
+    PredictorScaleWarning says, as lme4, that predictors are on very different scales.
 
     Rows with a missing value in any column the model uses are dropped with a
     :class:`MissingValuesWarning`; collinear columns of X are dropped with a
@@ -163,9 +218,20 @@ def build_design(formula: str, data: pd.DataFrame, *, reorder_terms: bool = True
     response_columns = (
         [response] if response in data.columns else formula_variables(f"I({response})")
     )
-    fixed_columns = formula_variables(fixed_rhs)
+    fixed_rhs, offset_exprs = split_offsets(fixed_rhs)
+    offset_columns = list(dict.fromkeys(
+        sum((formula_variables(f"I({e})") for e in offset_exprs), [])))
     term_columns = [formula_variables(bar.expr) + group_components(bar.group) for bar in bars]
-    used = list(dict.fromkeys(response_columns + fixed_columns + sum(term_columns, [])))
+    # '.': the columns not otherwise in the fixed part (R's rule for lme4's fixed formula),
+    # nor grouping factors (lme4 would add those as fixed effects too)
+    named = {*response_columns, *offset_columns, *(c for b in bars for c in
+                                                   group_components(b.group)),
+             *formula_variables(replace_dot(fixed_rhs, "1"))}
+    fixed_rhs = expand_dot(fixed_rhs, data.columns, named)
+    fixed_columns = formula_variables(fixed_rhs)
+    data, extra = _prior_columns(data, weights, offset)
+    used = list(dict.fromkeys(response_columns + fixed_columns + offset_columns
+                              + sum(term_columns, []) + extra))
     missing = [c for c in used if c not in data.columns]
     if missing:
         raise LmmInputError(
@@ -175,9 +241,18 @@ def build_design(formula: str, data: pd.DataFrame, *, reorder_terms: bool = True
     if response in data.columns:
         _check_numeric_response(data[response], response)
     _check_finite(data, used)
+    data_rows = np.flatnonzero(~data[used].isna().any(axis=1).to_numpy())
     frame, n_dropped = _drop_missing(data, used)
 
     y = _response(frame, response)
+    w = _weights(frame) if "(weights)" in frame.columns else None
+    offset_specs = []
+    off = frame["(offset)"].to_numpy(dtype=float) if "(offset)" in frame.columns else None
+    for expr in offset_exprs:
+        mm = _evaluate(parse_rhs(f"0 + I({expr})"), frame, f"offset({expr})")
+        off = (0.0 if off is None else off) + _matrix(mm.model_spec, frame, "an offset", mm)[:, 0]
+        offset_specs.append(mm.model_spec)
+    fixed_rhs, renames = ordered_as_poly(fixed_rhs, frame)
     if np.all(y == y[0]):
         raise LmmInputError(
             f"the response {response!r} is constant (every value is {y[0]:g}); "
@@ -185,7 +260,7 @@ def build_design(formula: str, data: pd.DataFrame, *, reorder_terms: bool = True
         )
     fixed_mm = _evaluate(parse_rhs(fixed_rhs), frame, "the fixed effects")
     X_full = _matrix(fixed_mm.model_spec, frame, "the fixed effects", fixed_mm)
-    names_full = lme4_column_names(fixed_mm, frame)
+    names_full = _rename(lme4_column_names(fixed_mm, frame), renames)
     kept = _independent_columns(X_full)
     dropped = [n for j, n in enumerate(names_full) if j not in kept]
     if dropped:
@@ -196,25 +271,77 @@ def build_design(formula: str, data: pd.DataFrame, *, reorder_terms: bool = True
             RankDeficiencyWarning, stacklevel=2,
         )
 
+    message = check_scales(X_full[:, kept], [names_full[j] for j in kept])
+    if message:
+        warnings.warn(message, PredictorScaleWarning, stacklevel=3)
+
     terms, specs = [], []
     for bar in bars:
-        mm = _evaluate(parse_rhs(bar.expr), frame, f"the term {bar}")
+        expr, term_renames = ordered_as_poly(bar.expr, frame)
+        mm = _evaluate(parse_rhs(expr), frame, f"the term {bar}")
         if mm.shape[1] == 0:
             raise LmmInputError(f"the random-effects term {bar} has no columns")
         levels, codes = _grouping_factor(frame, bar.group)
-        terms.append(RandomTerm(bar.group, levels, codes, tuple(lme4_column_names(mm, frame)),
+        names = tuple(_rename(lme4_column_names(mm, frame), term_renames))
+        terms.append(RandomTerm(bar.group, levels, codes, names,
                                 _matrix(mm.model_spec, frame, f"the term {bar}", mm), bar.expr))
         specs.append(mm.model_spec)
     _check_terms(terms, len(y))
     order = _lme4_order([t.nlevels for t in terms]) if reorder_terms else range(len(terms))
     recipe = _Recipe(fixed_mm.model_spec, tuple(fixed_columns), tuple(kept),
                      tuple(specs[i] for i in order),
-                     tuple(tuple(term_columns[i]) for i in order))
+                     tuple(tuple(term_columns[i]) for i in order),
+                     tuple(offset_specs), tuple(offset_columns))
     return Design(
         formula=formula, response=response, y=y, X=X_full[:, kept],
         fixef_names=[names_full[j] for j in kept], terms=[terms[i] for i in order],
         row_index=frame.index, n_dropped=n_dropped, dropped_columns=dropped, recipe=recipe,
+        weights=w, offset=off, all_fixef_names=list(names_full), data_rows=data_rows,
     )
+
+
+def _rename(names: list[str], renames: dict[str, str]) -> list[str]:
+    """Column names with formulaic's spelling of a factor replaced by R's (``C(d,
+    contr.poly).L`` -> ``d.L`` for an ordered factor)."""
+    for python, r in renames.items():
+        names = [name.replace(python, r) for name in names]
+    return names
+
+
+def _prior_columns(data: pd.DataFrame, weights, offset) -> tuple[pd.DataFrame, list[str]]:
+    """``data`` with the columns ``(weights)`` and ``(offset)`` (R's model-frame names)."""
+    extra = {}
+    for name, value in (("weights", weights), ("offset", offset)):
+        if value is None:
+            continue
+        if isinstance(value, str):
+            if value not in data.columns:
+                raise LmmInputError(f"{name}={value!r} is not a column of data")
+            column = data[value]
+        else:
+            column = np.asarray(value.reindex(data.index) if isinstance(value, pd.Series)
+                                else value)
+            if column.ndim != 1 or len(column) != len(data):
+                raise LmmInputError(
+                    f"{name} must be a column name or one value per row of data "
+                    f"({len(data)}), got shape {column.shape}"
+                )
+        if not _is_numeric(pd.Series(column)):
+            raise LmmInputError(f"{name} must be numeric")
+        extra[f"({name})"] = np.asarray(column, dtype=float)
+    if not extra:
+        return data, []
+    return data.assign(**extra), list(extra)
+
+
+def _weights(frame: pd.DataFrame) -> np.ndarray:
+    w = frame["(weights)"].to_numpy(dtype=float)
+    if np.any(w <= 0):
+        raise LmmInputError(
+            f"weights must be positive: {int(np.sum(w <= 0))} are zero or negative "
+            "(drop the rows with weight 0; lme4 rejects negative weights too)"
+        )
+    return w
 
 
 # ---------------------------------------------------------------------------- checks on data
@@ -296,8 +423,9 @@ def _evaluate(spec: Formula | ModelSpec, frame: pd.DataFrame, what: str, output=
         warnings.simplefilter("error", DataMismatchWarning)
         try:
             if isinstance(spec, ModelSpec):
-                return spec.get_model_matrix(frame, context={})
-            return spec.get_model_matrix(frame, context={}, na_action="ignore", output=output)
+                return spec.get_model_matrix(frame, context=R_CONTEXT)
+            return spec.get_model_matrix(frame, context=R_CONTEXT, na_action="ignore",
+                                         output=output)
         except (FormulaicError, DataMismatchWarning, TypeError, ValueError, NameError) as exc:
             raise LmmInputError(f"cannot build the model matrix of {what}: {exc}") from exc
 
@@ -332,7 +460,9 @@ def lme4_column_names(mm, frame: pd.DataFrame) -> list[str]:
             else:
                 names[column] = ":".join(_lme4_piece(piece, factors, frame)
                                          for piece in _split_interaction(column))
-    return [names.get(column, column) for column in mm.model_spec.column_names]
+    # R writes a power as x^2, formulaic (after lmmlib.rsyntax's translation) x ** 2
+    return [re.sub(r"\s*\*\*\s*", "^", names.get(column, column))
+            for column in mm.model_spec.column_names]
 
 
 def _split_interaction(column: str) -> list[str]:

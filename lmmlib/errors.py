@@ -25,6 +25,10 @@ class RankDeficiencyWarning(UserWarning):
     """Columns of the fixed-effects model matrix were dropped because they were collinear."""
 
 
+class PredictorScaleWarning(UserWarning):
+    """Predictors are on very different scales (lme4's ``check.scaleX`` warning)."""
+
+
 class ConvergenceWarning(UserWarning):
     """The optimizer stopped without meeting its convergence criterion."""
 
@@ -34,4 +38,4 @@ class SingularFitWarning(UserWarning):
 
 
 __all__ = ["LmmInputError", "FormulaError", "MissingValuesWarning", "RankDeficiencyWarning",
-           "ConvergenceWarning", "SingularFitWarning"]
+           "ConvergenceWarning", "SingularFitWarning", "PredictorScaleWarning"]

@@ -38,8 +38,10 @@ from formulaic.errors import FormulaicError
 from formulaic.transforms import TRANSFORMS
 
 from lmmlib.errors import FormulaError
+from lmmlib.rsyntax import R_CONTEXT, r_to_python, replace_dot
 
-__all__ = ["BarTerm", "split_formula", "formula_variables", "group_components", "parse_rhs"]
+__all__ = ["BarTerm", "split_formula", "formula_variables", "group_components", "parse_rhs",
+           "split_offsets"]
 
 _NAME = re.compile(r"^(`[^`]+`|[A-Za-z_.][A-Za-z0-9_.]*)$")
 
@@ -67,6 +69,8 @@ def split_formula(formula: str) -> tuple[str, str, list[BarTerm]]:
     ``||`` terms are expanded into one uncorrelated term per term label (lme4's
     ``expandDoubleVerts``) and ``a/b`` grouping into ``b:a`` and ``a`` (lme4's
     ``expandSlash``). A formula without fixed terms gets the fixed part ``"1"``.
+    R operators that Python reads differently are translated first
+    (:func:`lmmlib.rsyntax.r_to_python`): ``I(x^2)`` is the square, never Python's XOR.
 
     Raises
     ------
@@ -91,7 +95,8 @@ def split_formula(formula: str) -> tuple[str, str, list[BarTerm]]:
         )
     if len(tildes) > 1:
         raise FormulaError(f"formula {formula!r} has more than one '~'")
-    lhs, rhs = formula[: tildes[0]].strip(), formula[tildes[0] + 1 :]
+    lhs = r_to_python(formula[: tildes[0]].strip(), all_python=True)
+    rhs = r_to_python(formula[tildes[0] + 1 :])
     if not lhs:
         raise FormulaError(f"formula {formula!r} has no response on the left of '~'")
     if "|" in lhs:
@@ -122,7 +127,7 @@ def split_formula(formula: str) -> tuple[str, str, list[BarTerm]]:
         (f" {sign} {text}" if k else ("" if sign == "+" else "-") + text)
         for k, (sign, text) in enumerate(fixed)
     ) or "1"
-    formula_variables(fixed_rhs)  # parse now so that a malformed fixed part fails here
+    formula_variables(replace_dot(fixed_rhs, "1"))  # a malformed fixed part fails here
     for bar in bars:
         formula_variables(bar.expr)
     return lhs, fixed_rhs, bars
@@ -171,6 +176,31 @@ def _formula_variables(rhs: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def split_offsets(rhs: str) -> tuple[str, list[str]]:
+    """Take the ``offset(expr)`` terms out of a fixed part: ``(rest, [expr, ...])``.
+
+    An offset is a known term added to the linear predictor with coefficient 1 (R's
+    ``offset()``); it has no column in X.
+
+    >>> split_offsets("x + offset(log(n)) + z")
+    ('x + z', ['log(n)'])
+    """
+    kept, offsets = [], []
+    for sign, text in _split_summands(rhs, rhs):
+        m = re.fullmatch(r"offset\s*\((.*)\)", text, flags=re.S)
+        if m and _strip_parentheses(text[m.start(1) - 1 :]) is not None:
+            if sign == "-":
+                raise FormulaError(f"offset terms cannot be subtracted: {rhs!r}")
+            offsets.append(m.group(1).strip())
+        else:
+            kept.append((sign, text))
+    if not offsets:
+        return rhs, []
+    rest = "".join((f" {sign} {text}" if k else ("" if sign == "+" else "-") + text)
+                   for k, (sign, text) in enumerate(kept))
+    return rest or "1", offsets
+
+
 def group_components(group: str) -> list[str]:
     """The column names of a grouping factor: ``"Subject"`` -> ``['Subject']``,
     ``"b:a"`` -> ``['b', 'a']``.
@@ -191,15 +221,15 @@ def _python_names(expr: str) -> list[str]:
     attribute_bases = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
     names = []
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Name) or node.id in TRANSFORMS:
+        if not isinstance(node, ast.Name) or node.id in TRANSFORMS or node.id in R_CONTEXT:
             continue
         if id(node) in called:
-            if not hasattr(builtins, node.id):
-                hint = " (use C(x) for a categorical predictor)" if node.id == "factor" else ""
+            if not hasattr(builtins, node.id) and node.id != "offset":
+                hint = ""
                 raise FormulaError(
                     f"unknown function {node.id!r} in the term {expr!r}{hint}; formulas may use "
-                    "numpy as np.*, Python built-ins and formulaic's transforms such as I, C, "
-                    "log, exp, center, scale and poly"
+                    "numpy as np.*, Python built-ins, formulaic's transforms such as I, C, "
+                    "log, exp, center, scale, poly and bs, and R's factor, sqrt and offset"
                 )
         elif id(node) not in attribute_bases:
             names.append(node.id)

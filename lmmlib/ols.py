@@ -47,6 +47,7 @@ from scipy import linalg, stats
 
 from lmmlib.design import lme4_column_names
 from lmmlib.errors import FormulaError, LmmInputError, MissingValuesWarning
+from lmmlib.rsyntax import R_CONTEXT, expand_dot, ordered_as_poly, r_to_python, replace_dot
 
 __all__ = ["OLS", "ols"]
 
@@ -305,8 +306,10 @@ def ols(formula: str, data: pd.DataFrame, *, missing: str = "drop") -> OLS:
         raise LmmInputError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     if missing not in ("drop", "raise"):
         raise LmmInputError(f"missing must be 'drop' or 'raise', got {missing!r}")
+    written = formula
+    formula, renames = _r_formula(formula, data)
     lhs, rhs = _parse(formula)
-    used = sorted(lhs.required_variables | rhs.required_variables)
+    used = sorted((lhs.required_variables | rhs.required_variables) - set(R_CONTEXT))
     absent = [v for v in used if v not in data.columns]
     if absent:
         raise FormulaError(
@@ -326,7 +329,7 @@ def ols(formula: str, data: pd.DataFrame, *, missing: str = "drop") -> OLS:
 
     try:
         with np.errstate(all="ignore"):  # log(0) and the like: reported by _check_finite below
-            mm = model_matrix(formula, data, na_action="ignore")
+            mm = model_matrix(formula, data, na_action="ignore", context=R_CONTEXT)
     except FormulaicError as err:
         raise FormulaError(f"cannot build the model matrix of {formula!r}: {err}") from None
     y = mm.lhs
@@ -334,13 +337,31 @@ def ols(formula: str, data: pd.DataFrame, *, missing: str = "drop") -> OLS:
         raise LmmInputError(f"the response {str(lhs)!r} must be a single numeric column")
     X = mm.rhs
     _check_finite(X.to_numpy(dtype=float), list(X.columns), "the model matrix")
-    fit = OLS(y.iloc[:, 0], X.set_axis(lme4_column_names(X, data), axis=1))
-    fit.formula = formula
+    names = lme4_column_names(X, data)
+    for python, r in renames.items():
+        names = [name.replace(python, r) for name in names]
+    fit = OLS(y.iloc[:, 0], X.set_axis(names, axis=1))
+    fit.formula = written
     fit.model_spec = X.model_spec
     return fit
 
 
 # -- helpers: validation ----------------------------------------------------------------------
+def _r_formula(formula, data: pd.DataFrame):
+    """The formula with R's operators translated (:mod:`lmmlib.rsyntax`: ``I(x^2)`` is the
+    square), ``.`` expanded and ordered factors given R's polynomial contrasts."""
+    if not isinstance(formula, str) or "~" not in formula:
+        return formula, {}  # _parse reports it
+    lhs, rhs = formula.split("~", 1)
+    lhs, rhs = r_to_python(lhs.strip(), all_python=True), r_to_python(rhs)
+    if replace_dot(rhs, "") != rhs:
+        named = _parse(f"{lhs} ~ {replace_dot(rhs, '1')}")
+        named = named[0].required_variables | named[1].required_variables
+        rhs = expand_dot(rhs, data.columns, named)
+    rhs, renames = ordered_as_poly(rhs, data)
+    return f"{lhs} ~ {rhs}", renames
+
+
 def _parse(formula: str):
     from formulaic import Formula
     from formulaic.errors import FormulaicError
@@ -524,7 +545,7 @@ def _new_model_matrix(spec, newdata: pd.DataFrame, names: list[str]) -> np.ndarr
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataMismatchWarning)
         try:
-            X0 = spec.get_model_matrix(newdata, na_action="ignore")
+            X0 = spec.get_model_matrix(newdata, na_action="ignore", context=R_CONTEXT)
         except DataMismatchWarning as err:
             raise LmmInputError(f"newdata does not match the fitted model: {err}") from None
     X0 = X0.to_numpy(dtype=float)

@@ -83,7 +83,7 @@ class LmmSummary:
     """lme4-style summary of a fitted :class:`lmmlib.lmm.LinearMixedModel`.
 
     The pieces are available as data: ``coefficients`` (Estimate, Std. Error, t value),
-    ``varcorr``, ``residual_quantiles`` (of the scaled residuals ``e / sigma``),
+    ``varcorr``, ``residual_quantiles`` (of the scaled Pearson residuals ``sqrt(w) e / sigma``),
     ``fixef_correlation``; ``str(summary)`` is the text lme4 prints.
     """
 
@@ -92,7 +92,7 @@ class LmmSummary:
         self.coefficients = pd.DataFrame(
             {"Estimate": fit.fixef, "Std. Error": fit.se, "t value": fit.fixef / fit.se}
         )
-        scaled = fit.residuals.to_numpy() / fit.sigma
+        scaled = fit.resid("pearson", scaled=True).to_numpy()  # lme4: sqrt(w) e / sigma
         self.residual_quantiles = pd.Series(
             np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1]), index=["Min", "1Q", "Median", "3Q", "Max"]
         )

@@ -14,6 +14,7 @@ import pytest
 
 import lmmlib
 from lmmlib import anova, datasets, lmer
+from lmmlib.errors import PredictorScaleWarning
 
 REFERENCE = datasets.reference("lme4_sleepstudy")["fits"]
 FITS = [
@@ -239,12 +240,16 @@ def test_extreme_scales(sleep, scale, shift):
 def test_units_of_the_predictor_do_not_change_the_fit(sleep, unit, reml):
     """Days measured in seconds, minutes, weeks...: lme4's fit, with the Days-parameters in the
     new units (divided by ``unit``).  The ML deviance is unchanged; the REML criterion moves by
-    log|R_X|^2, i.e. by 2 log(unit).  No warning: it is the same model, not a singular one."""
+    log|R_X|^2, i.e. by 2 log(unit).  No singular-fit or convergence warning: it is the same
+    model.  lme4's scale check warns when the SD of T (2.87 days) is beyond 1000 or 1/1000."""
     ref = REFERENCE["sleepstudy_slopes_reml" if reml else "sleepstudy_slopes_ml"]
     data = sleep.assign(T=sleep["Days"] * unit)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         fit = lmer("Reaction ~ T + (T | Subject)", data, reml=reml)
+    scale_sd = 2.8803 * unit  # sample SD of Days times the unit
+    assert [w.category for w in caught] == (
+        [PredictorScaleWarning] if not 1e-3 <= scale_sd <= 1e3 else [])
     per_unit = np.array([1.0, 1.0 / unit])
     fixef_ref, se_ref = (np.array(list(ref[k].values())) for k in ("fixef", "se"))
     np.testing.assert_allclose(fit.fixef.to_numpy(), fixef_ref * per_unit, rtol=1e-5)
@@ -274,6 +279,7 @@ def test_extreme_response_and_predictor_units_together(sleep, y_scale, unit):
     data = sleep.assign(Reaction=sleep["Reaction"] * y_scale, T=sleep["Days"] * unit)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.simplefilter("ignore", PredictorScaleWarning)  # lme4 warns too: T's SD
         fit = lmer("Reaction ~ T + (T | Subject)", data, reml=False)
     expected = np.array(list(ref["fixef"].values())) * y_scale * [1.0, 1.0 / unit]
     np.testing.assert_allclose(fit.fixef.to_numpy(), expected, rtol=1e-5)
@@ -282,6 +288,7 @@ def test_extreme_response_and_predictor_units_together(sleep, y_scale, unit):
     assert fit.deviance == pytest.approx(ref["deviance"] + 2 * 180 * math.log(y_scale), rel=1e-8)
 
 
+@pytest.mark.filterwarnings("ignore::lmmlib.errors.PredictorScaleWarning")  # as lme4
 def test_singularity_is_judged_on_ordinary_units(sleep):
     """lme4's rule (theta < 1e-4) applies as is to predictors on ordinary scales; for a column
     whose root mean square exceeds 1e3 theta is judged as if the column were rescaled to 1e3,
@@ -321,6 +328,7 @@ def test_singular_warning_tells_a_python_user_what_happened():
 
 
 # ------------------------------------------------------------------ public pieces of the fit
+@pytest.mark.filterwarnings("ignore::lmmlib.errors.PredictorScaleWarning")  # as lme4
 def test_factor_gives_beta_and_RX_in_the_units_of_the_data(sleep):
     """The hooks the profile uses: beta(theta) and R_X from pls.factorize, in the data's units,
     also when the columns are scaled internally (Days in seconds)."""
@@ -370,8 +378,9 @@ def test_prediction_errors_name_the_problem(fits):
     fit = fits["sleepstudy_slopes_reml"]
     with pytest.raises(lmmlib.errors.LmmInputError, match="lacks column 'Days'"):
         fit.predict(pd.DataFrame({"Subject": ["308"]}))
-    with pytest.raises(lmmlib.errors.LmmInputError, match="'Days' of newdata has 1 missing"):
-        fit.predict(pd.DataFrame({"Days": [1.0, np.nan], "Subject": ["308", "308"]}))
+    # a missing predictor gives NaN for that row, as lme4 gives NA
+    pred = fit.predict(pd.DataFrame({"Days": [1.0, np.nan], "Subject": ["308", "308"]}))
+    assert np.isnan(pred.iloc[1]) and pred.iloc[0] == pytest.approx(fit.fitted.iloc[1])
     with pytest.raises(lmmlib.errors.LmmInputError, match="missing value of grouping factor"):
         fit.predict(pd.DataFrame({"Days": [1, 2], "Subject": ["308", None]}))
     with pytest.raises(lmmlib.errors.LmmInputError, match="'Days' of newdata has dtype"):
