@@ -100,6 +100,8 @@ class Design:
     n_dropped: int
     dropped_columns: list[str]
     recipe: _Recipe | None = field(default=None, repr=False)
+    #: the fixed-effect variables of the rows used (for type III contrasts, lmmlib.inference)
+    fixed_frame: pd.DataFrame | None = field(default=None, repr=False)
 
     def new_fixed_matrix(self, newdata: pd.DataFrame) -> np.ndarray:
         """X for ``newdata`` with the columns, contrasts and levels of the fit.
@@ -214,6 +216,7 @@ def build_design(formula: str, data: pd.DataFrame, *, reorder_terms: bool = True
         formula=formula, response=response, y=y, X=X_full[:, kept],
         fixef_names=[names_full[j] for j in kept], terms=[terms[i] for i in order],
         row_index=frame.index, n_dropped=n_dropped, dropped_columns=dropped, recipe=recipe,
+        fixed_frame=frame[fixed_columns],
     )
 
 

@@ -119,7 +119,7 @@ class LinearMixedModel:
 
     def __init__(self, design, reml: bool = True, *, pls: PenalizedLeastSquares | None = None):
         self.design = design
-        self.reml = bool(reml)
+        self.reml = _check_reml(reml)
         #: random-effects terms, in lme4's order (build_design sorts them as lme4's mkReTrms);
         #: theta, varcorr and ranef follow this order
         self.terms = list(design.terms)
@@ -204,7 +204,7 @@ class LinearMixedModel:
                 f"refit({newresp}) is ambiguous: the first argument is a new response; "
                 f"write refit(reml={newresp}) to change the criterion"
             )
-        reml = self.reml if reml is None else bool(reml)
+        reml = self.reml if reml is None else _check_reml(reml)
         if newresp is None:
             model = LinearMixedModel(self.design, reml=reml, pls=self.pls)
         else:
@@ -461,13 +461,22 @@ class LinearMixedModel:
 
     # ----------------------------------------------------------------- prediction
     def predict(
-        self, newdata: pd.DataFrame | None = None, re: bool = True, allow_new_levels: bool = False
-    ) -> pd.Series:
+        self, newdata: pd.DataFrame | None = None, re: bool = True, allow_new_levels: bool = False,
+        *, interval: str | None = None, level: float = 0.95, se_fit: bool = False,
+    ) -> pd.Series | pd.DataFrame:
         """Predictions ``X beta + Z b`` (``re=True``) or the population-level ``X beta``.
 
         A level of a grouping factor not seen in the fit raises an error naming it, unless
         ``allow_new_levels=True``, in which case its random effect is 0 (lme4's convention).
+        With ``interval="confidence"`` or ``"prediction"`` (at ``level``) or ``se_fit=True``
+        the result is a DataFrame (``fit``, ``se_fit``, ``lwr``, ``upr``); the formulas and
+        what they ignore are in :func:`lmmlib.inference.predict_intervals`.
         """
+        if interval is not None or se_fit:
+            from lmmlib.inference import predict_intervals
+
+            return predict_intervals(self, newdata, re, allow_new_levels, interval, level,
+                                     se_fit)
         if newdata is None:
             if re:
                 return self.fitted.copy()
@@ -504,13 +513,18 @@ class LinearMixedModel:
         )
 
     # ----------------------------------------------------------------- inference
-    def confint(self, method: str = "wald", level: float = 0.95) -> pd.DataFrame:
+    def confint(self, method: str = "wald", level: float = 0.95, ddf=None) -> pd.DataFrame:
         """Confidence intervals, rows named as lme4 (``sd_(Intercept)|Subject``, ``sigma``, ...).
 
         ``"wald"``: ``beta +- z_{1-a/2} se`` for the fixed effects, NaN for the variance
-        parameters (as lme4).  ``"profile"``: likelihood-profile intervals from
-        :func:`lmmlib.profile.profile_confint`.
+        parameters (as lme4); with ``ddf`` ("satterthwaite", "kenward-roger", "residual") the
+        t quantile with those df (:func:`lmmlib.inference.confint_wald`).  ``"profile"``:
+        likelihood-profile intervals from :func:`lmmlib.profile.profile_confint`.
         """
+        if method == "wald" and ddf is not None and 0 < level < 1:
+            from lmmlib.inference import confint_wald
+
+            return confint_wald(self, level, ddf)
         if not 0 < level < 1:
             raise LmmInputError(f"level must be between 0 and 1, got {level}")
         if method == "profile":
@@ -527,18 +541,40 @@ class LinearMixedModel:
             index=[*self.sdcor.index, *self.fixef_names],
         )
 
-    def summary(self):
+    def coef_table(self, ddf=None) -> pd.DataFrame:
+        """Fixed effects with Std. Error, df, t value and Pr(>|t|) for ``ddf`` one of None
+        (lme4's table, no p-values), "satterthwaite", "kenward-roger", "residual"
+        (:func:`lmmlib.inference.coef_table`)."""
+        from lmmlib.inference import coef_table
+
+        return coef_table(self, ddf)
+
+    def summary(self, ddf=None):
         """A printable summary laid out like lme4's ``print(summary(fit))``
-        (:class:`lmmlib.summary.LmmSummary`)."""
+        (:class:`lmmlib.summary.LmmSummary`).
+
+        The default, ``ddf=None``, is lme4's: t values without df or p-values, because the
+        null distribution of t is not exactly known.  ``ddf="satterthwaite"`` (lmerTest's
+        default; any size, REML or ML) or ``"kenward-roger"`` (pbkrtest's; REML, better for
+        few groups, cost cubic in the number of random effects) adds df and Pr(>|t|), as
+        lmerTest's summary; see :mod:`lmmlib.inference`.
+        """
         from lmmlib.summary import LmmSummary
 
-        return LmmSummary(self)
+        return LmmSummary(self, ddf=ddf)
 
     def __repr__(self) -> str:
         crit = "REML criterion" if self.reml else "deviance"
         value = getattr(self, "deviance", None)
         shown = "unfitted" if value is None else f"{crit} {value:.4f}"
         return f"<LinearMixedModel {self.design.formula!r}, {shown}>"
+
+
+def _check_reml(reml) -> bool:
+    """``reml`` must be a bool (``reml="yes"`` or ``reml=0.5`` is a mistake, not a choice)."""
+    if not isinstance(reml, (bool, np.bool_)):
+        raise LmmInputError(f"reml must be True or False, got {reml!r}")
+    return bool(reml)
 
 
 def _singularity_scale(terms, layout) -> np.ndarray:
