@@ -151,6 +151,7 @@ class LinearMixedModel:
         start = self.layout.start / scale if start is None else np.asarray(start, dtype=float)
         scaled_objective = self._scaled_objective
         options = {} if hessian is None else {"hessian": hessian}
+        options["fallback"] = self.layout.start / scale * scale  # lme4's T = I, scaled columns
         with _single_blas_thread():
             theta_s, self.optinfo = optimize_theta(scaled_objective, start * scale, lower,
                                                    **options)

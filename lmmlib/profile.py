@@ -267,16 +267,43 @@ class DevianceProfile:
                 theta, excess = theta_from_sdcor(pars[:-1], pars[-1], self.layout)
                 return deviance_at(self.pls, theta, pars[-1]) + INVALID_PENALTY * excess
 
-            x, d = _minimize(dev, start[free], lower[free], upper[free])
+            best_x, best_d = None, np.inf
+            for x0 in self._inner_starts(i, value, start):
+                x, d = _minimize(dev, x0[free], lower[free], upper[free])
+                if d < best_d - 1e-9:
+                    best_x, best_d = x, d
             pars = np.empty(self.n_var)
-            pars[free], pars[i] = x, value
-            return d, pars
+            pars[free], pars[i] = best_x, value
+            return best_d, pars
         j = i - self.n_var
         theta, d = _minimize(
             lambda th: fixed_effect_deviance(self.pls, th, j, value)[0],
             start, self.layout.lower, np.full(self.layout.size, np.inf),
         )
         return d, theta
+
+    def _inner_starts(self, i: int, value: float, start: np.ndarray) -> list[np.ndarray]:
+        """Starting points of the inner minimisation with parameter i held at ``value``.
+
+        The profiled deviance can have several local minima in the other parameters, and
+        one of them may lie on the boundary where a standard deviation is 0 (then the
+        correlations of that term no longer matter).  A single start (the neighbouring
+        point's optimum) then misses the better one: the sigma interval came out too short
+        and a correlation interval short of [-1, 1].  So the inner fit starts from that
+        neighbour, from the estimates, and from the estimates with each standard deviation
+        (other than the one held) set to 0; the best optimum is kept.
+        """
+        estimates = self._var_start.copy()
+        estimates[i] = value
+        starts = [np.asarray(start, dtype=float), estimates]
+        sd_positions = np.flatnonzero(self.lower.to_numpy()[: self.n_var - 1] == 0)
+        for j in sd_positions:
+            if j != i:
+                for base in (start, estimates):
+                    zeroed = np.array(base, dtype=float)
+                    zeroed[j] = 0.0
+                    starts.append(zeroed)
+        return starts
 
     def zeta(self, name: str, value: float) -> float:
         """Signed square root ``sign(value - estimate) sqrt(d_phi(value) - d(phi_hat))``."""
