@@ -148,10 +148,11 @@ class LinearMixedModel:
         """
         lower = self.layout.lower
         scale = self.pls.theta_scale
+        options = {} if hessian is None else {"hessian": hessian}
+        if start is not None:  # compared with lme4's T = I at the end (optimize_theta, step 5)
+            options["fallback"] = self.layout.start
         start = self.layout.start / scale if start is None else np.asarray(start, dtype=float)
         scaled_objective = self._scaled_objective
-        options = {} if hessian is None else {"hessian": hessian}
-        options["fallback"] = self.layout.start / scale * scale  # lme4's T = I, scaled columns
         with _single_blas_thread():
             theta_s, self.optinfo = optimize_theta(scaled_objective, start * scale, lower,
                                                    **options)
