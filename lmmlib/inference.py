@@ -40,7 +40,7 @@ from lmmlib.kenward_roger import KenwardRoger, random_effects_matrix
 from lmmlib.satterthwaite import Satterthwaite
 from lmmlib.summary import percent_label
 
-__all__ = ["DDF_METHODS", "check_ddf", "coef_table", "confint_wald", "contrast_test",
+__all__ = ["DDF_METHODS", "check_ddf", "coef_table", "confint_wald", "contrast_df", "contrast_test",
            "type3_contrasts", "anova_type3", "predict_intervals"]
 
 DDF_METHODS = (None, "satterthwaite", "kenward-roger", "residual")
@@ -119,6 +119,27 @@ def confint_wald(fit, level: float = 0.95, ddf=None) -> pd.DataFrame:
          percent_label(a): np.r_[nan, est + quant * se]},
         index=[*fit.sdcor.index, *fit.fixef_names],
     )
+
+
+def contrast_df(fit, L, ddf="satterthwaite") -> np.ndarray:
+    """df of each one-dimensional contrast ``l'beta`` (each row of L): e.g. the rows
+    ``x' = (1, day)`` of a population line, for a t-based confidence band.
+
+    >>> from lmmlib import datasets, lmer
+    >>> fit = lmer("Reaction ~ Days + (Days | Subject)", datasets.sleepstudy())
+    >>> contrast_df(fit, [[1.0, 0.0], [1.0, 4.5]]).round(3).tolist()
+    [17.0, 17.0]
+    """
+    ddf = check_ddf(ddf)
+    L = np.atleast_2d(np.asarray(L, dtype=float))
+    if L.shape[1] != fit.p:
+        raise LmmInputError(f"L must have {fit.p} columns (one per fixed effect), got {L.shape[1]}")
+    if ddf is None:
+        return np.full(len(L), np.inf)
+    if ddf == "residual":
+        return np.full(len(L), float(fit.nobs - fit.p))
+    method = _method(fit, ddf)
+    return np.array([method.df(row) for row in L])
 
 
 def contrast_test(fit, L, ddf="satterthwaite") -> dict:

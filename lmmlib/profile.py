@@ -285,25 +285,33 @@ class DevianceProfile:
     def _inner_starts(self, i: int, value: float, start: np.ndarray) -> list[np.ndarray]:
         """Starting points of the inner minimisation with parameter i held at ``value``.
 
-        The profiled deviance can have several local minima in the other parameters, and
-        one of them may lie on the boundary where a standard deviation is 0 (then the
-        correlations of that term no longer matter).  A single start (the neighbouring
-        point's optimum) then misses the better one: the sigma interval came out too short
-        and a correlation interval short of [-1, 1].  So the inner fit starts from that
-        neighbour, from the estimates, and from the estimates with each standard deviation
-        (other than the one held) set to 0; the best optimum is kept.
+        The profiled deviance can have several local minima in the other parameters, some on
+        the boundary: a standard deviation of 0 (then the correlations of that term no longer
+        matter) or a correlation of +-1.  A single start (the neighbouring point's optimum)
+        then misses the better one: the sigma interval came out too short and a correlation
+        interval short of [-1, 1] (issue 7).  So the inner fit starts from that neighbour and
+        from the estimates, each as it is, with one standard deviation (other than the one
+        held) set to 0, and with one correlation set to -0.95 or 0.95; the best optimum is
+        kept (:meth:`_profiled_deviance`).
         """
         estimates = self._var_start.copy()
         estimates[i] = value
-        starts = [np.asarray(start, dtype=float), estimates]
-        sd_positions = np.flatnonzero(self.lower.to_numpy()[: self.n_var - 1] == 0)
-        for j in sd_positions:
-            if j != i:
-                for base in (start, estimates):
-                    zeroed = np.array(base, dtype=float)
-                    zeroed[j] = 0.0
-                    starts.append(zeroed)
-        return starts
+        bases = [np.asarray(start, dtype=float), estimates]
+        lower = self.lower.to_numpy()[: self.n_var - 1]
+        starts = list(bases)
+        for j in range(self.n_var - 1):
+            if j == i:
+                continue
+            for base in bases:
+                for new in ((0.0,) if lower[j] == 0 else (-0.95, 0.95)):
+                    varied = base.copy()
+                    varied[j] = new
+                    starts.append(varied)
+        unique = []
+        for x0 in starts:
+            if not any(np.array_equal(x0, u) for u in unique):
+                unique.append(x0)
+        return unique
 
     def zeta(self, name: str, value: float) -> float:
         """Signed square root ``sign(value - estimate) sqrt(d_phi(value) - d(phi_hat))``."""
