@@ -308,8 +308,14 @@ def predict_intervals(fit, newdata=None, re=True, allow_new_levels=False,
                 f"newdata must be a pandas DataFrame, not {type(newdata).__name__}"
             )
         X0 = fit.design.new_fixed_matrix(newdata)
-        random = [(np.asarray(c), Xk) for c, Xk in fit.design.new_random_terms(newdata)]
         index = newdata.index
+        if not re:  # the grouping factors are not needed: every random effect is new
+            from lmmlib.formula import group_components
+
+            fill = {c: "\x00new level" for t in fit.terms for c in group_components(t.group)
+                    if c not in newdata.columns}
+            newdata = newdata.assign(**fill) if fill else newdata
+        random = [(np.asarray(c), Xk) for c, Xk in fit.design.new_random_terms(newdata)]
     beta = fit.fixef.to_numpy()
     mu = X0 @ beta
     m = len(X0)

@@ -272,6 +272,9 @@ def test_new_level_prediction_interval_adds_its_random_effect_variance(sleep_fit
     a = sleep_fit.predict(new, allow_new_levels=True, interval="prediction")
     b = sleep_fit.predict(new, re=False, interval="prediction")
     np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-10)
+    # the population line needs no grouping column
+    c = sleep_fit.predict(new[["Days"]], re=False, interval="prediction")
+    np.testing.assert_allclose(c.to_numpy(), b.to_numpy(), rtol=1e-12)
 
 
 # ------------------------------------------------------------------ errors
