@@ -64,7 +64,9 @@ def _method(fit, ddf):
     key = (ddf, fit.theta.tobytes(), fit.reml, float(fit.sigma))
     cache = fit.__dict__.setdefault("_inference_cache", {})
     if key not in cache:
-        cache.clear() if len(cache) > 4 else None
+        stale = [k for k in cache if k[1:] != key[1:]]  # from earlier estimates (a new fit)
+        for k in stale:
+            del cache[k]
         cache[key] = Satterthwaite(fit) if ddf == "satterthwaite" else KenwardRoger(fit)
     return cache[key]
 
@@ -107,7 +109,13 @@ def coef_table(fit, ddf=None) -> pd.DataFrame:
 def confint_wald(fit, level: float = 0.95, ddf=None) -> pd.DataFrame:
     """Wald intervals ``beta_hat_j +- q se_j``: q the normal quantile (``ddf=None``, lme4's
     ``confint(method = "Wald")``) or the t quantile with the method's df; NaN rows for the
-    variance parameters, as lme4."""
+    variance parameters, as lme4.
+
+    >>> from lmmlib import datasets, lmer
+    >>> fit = lmer("Reaction ~ Days + (Days | Subject)", datasets.sleepstudy())
+    >>> confint_wald(fit, ddf="satterthwaite").loc["Days"].round(3).tolist()
+    [7.206, 13.729]
+    """
     ddf = check_ddf(ddf)
     se, df = _se_and_df(fit, ddf)
     a = 0.5 + level / 2
@@ -147,6 +155,12 @@ def contrast_test(fit, L, ddf="satterthwaite") -> dict:
 
     ``"satterthwaite"``: lmerTest's ``contestMD``; ``"kenward-roger"``: pbkrtest's
     ``KRmodcomp`` (scaled F); ``"residual"``: the Wald F on (q, n - p) df.
+
+    >>> from lmmlib import datasets, lmer
+    >>> fit = lmer("Reaction ~ Days + (Days | Subject)", datasets.sleepstudy())
+    >>> res = contrast_test(fit, [[0.0, 1.0]])
+    >>> round(res["F"], 3), res["NumDF"], round(res["DenDF"], 3)
+    (45.853, 1, 17.0)
     """
     ddf = check_ddf(ddf)
     L = np.atleast_2d(np.asarray(L, dtype=float))
@@ -188,6 +202,15 @@ def type3_contrasts(fit) -> dict[str, np.ndarray]:
     the columns of the terms that contain it (same numeric variables, more factors),
     higher-order terms first; the term's contrast is the transpose of its columns,
     restricted to the parameters of X.
+
+    >>> import pandas as pd
+    >>> from lmmlib import lmer
+    >>> data = pd.DataFrame({"y": [1.0, 2.5, 2.0, 4.1, 3.2, 5.9, 1.4, 2.2, 3.9, 3.1, 4.4, 6.3],
+    ...                      "x": [0.0, 1.0] * 6, "f": ["a", "a", "b", "b", "c", "c"] * 2,
+    ...                      "g": ["g1"] * 6 + ["g2"] * 6})
+    >>> fit = lmer("y ~ f * x + (1 | g)", data)
+    >>> type3_contrasts(fit)["x"].round(3).tolist()
+    [[0.0, 0.0, 0.0, 1.0, 0.333, 0.333]]
     """
     design = fit.design
     if design.recipe is None or design.fixed_frame is None:
@@ -247,6 +270,12 @@ def anova_type3(fit, ddf="satterthwaite") -> pd.DataFrame:
     Columns ``Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F)`` with ``Mean Sq = F sigma^2``
     and ``Sum Sq = NumDF Mean Sq`` (lmerTest's convention); the F statistic and its df come
     from :func:`contrast_test` with the contrasts of :func:`type3_contrasts`.
+
+    >>> from lmmlib import datasets, lmer
+    >>> fit = lmer("Reaction ~ Days + (Days | Subject)", datasets.sleepstudy())
+    >>> anova_type3(fit)[["NumDF", "DenDF", "F value"]].round(3)
+          NumDF  DenDF  F value
+    Days      1   17.0   45.853
     """
     ddf = check_ddf(ddf)
     if ddf is None:
@@ -291,6 +320,15 @@ def predict_intervals(fit, newdata=None, re=True, allow_new_levels=False,
     ``se_fit`` is the ``s`` of ``"confidence"``.  What these ignore: the uncertainty of the
     variance parameters (theta and sigma are treated as known), so they are too narrow for
     few groups; and the quantile is the normal one.
+
+    >>> import pandas as pd
+    >>> from lmmlib import datasets, lmer
+    >>> fit = lmer("Reaction ~ Days + (Days | Subject)", datasets.sleepstudy())
+    >>> new = pd.DataFrame({"Days": [0.0, 9.0]})
+    >>> predict_intervals(fit, new, re=False, interval="confidence").round(1)
+         fit    lwr    upr
+    0  251.4  238.0  264.8
+    1  345.6  316.9  374.3
     """
     if interval not in (None, "confidence", "prediction"):
         raise LmmInputError(
