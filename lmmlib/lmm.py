@@ -523,12 +523,14 @@ class LinearMixedModel:
         t quantile with those df (:func:`lmmlib.inference.confint_wald`).  ``"profile"``:
         likelihood-profile intervals from :func:`lmmlib.profile.profile_confint`.
         """
-        if method == "wald" and ddf is not None and 0 < level < 1:
+        if not 0 < level < 1:
+            raise LmmInputError(f"level must be between 0 and 1, got {level}")
+        if ddf is not None:
+            if method != "wald":
+                raise LmmInputError(f"ddf applies to method='wald' only, not {method!r}")
             from lmmlib.inference import confint_wald
 
             return confint_wald(self, level, ddf)
-        if not 0 < level < 1:
-            raise LmmInputError(f"level must be between 0 and 1, got {level}")
         if method == "profile":
             from lmmlib.profile import profile_confint
 

@@ -281,6 +281,8 @@ def test_new_level_prediction_interval_adds_its_random_effect_variance(sleep_fit
 def test_bad_arguments_get_clear_errors(sleep_fit):
     with pytest.raises(LmmInputError, match="ddf must be"):
         sleep_fit.coef_table("KR")
+    with pytest.raises(LmmInputError, match="ddf applies to method='wald' only"):
+        sleep_fit.confint(method="profile", ddf="satterthwaite")
     with pytest.raises(LmmInputError, match="interval must be"):
         sleep_fit.predict(interval="both")
     with pytest.raises(LmmInputError, match="REML"):

@@ -4,7 +4,8 @@ At each end of a profile interval the profiled deviance must equal the chi-squar
 ``min_{others} d(phi = end) - d_hat = qchisq(0.95, 1)``.  The check minimises the ML deviance
 ``log|V| + r'V^{-1}r + n log(2 pi)`` (V = Z (I ⊗ Sigma_b) Z' + sigma^2 I, beta by GLS), written
 here from scratch with the n x n V, over the other parameters from a grid of starts that
-includes the boundary (a standard deviation of 0, correlations of +-0.9).  A deficit means
+includes the boundary (a standard deviation of 0, correlations of +-0.9); for a fixed effect,
+over all four variance parameters with the other fixed effect by GLS.  A deficit means
 lmmlib's inner minimisation stopped early (the bugs of issue 7: a sigma interval too short at
 its upper end, a correlation interval short of [-1, 1]).  At an end on the parameter's bound
 (an SD of 0, a correlation of +-1) the dense deviance there must be within the cut-off.
@@ -51,12 +52,17 @@ class DenseSlopes:
         self.n = k * m
         self.eye = np.eye(m)
 
-    def deviance(self, sd0, cor, sd1, sigma):
+    def deviance(self, sd0, cor, sd1, sigma, fixed=None):
+        """-2 log-likelihood, beta by GLS; ``fixed = (j, value)`` holds beta_j at value."""
         S = np.array([[sd0**2, cor * sd0 * sd1], [cor * sd0 * sd1, sd1**2]])
         V = self.X @ S @ np.swapaxes(self.X, 1, 2) + sigma**2 * self.eye
         c = np.linalg.cholesky(V)
         Xs = np.linalg.solve(c, self.X)
         ys = np.linalg.solve(c, self.y[..., None])[..., 0]
+        if fixed is not None:
+            j, value = fixed
+            ys = ys - value * Xs[..., j]
+            Xs = np.delete(Xs, j, axis=2)
         XtX = np.einsum("gia,gib->ab", Xs, Xs)
         Xty = np.einsum("gia,gi->a", Xs, ys)
         beta = np.linalg.solve(XtX, Xty)
@@ -65,7 +71,10 @@ class DenseSlopes:
         return logdet + np.sum(r * r) + self.n * np.log(2 * np.pi)
 
     def minimum(self, held: str, value: float, estimates: dict) -> float:
-        """min of the deviance over the other three parameters, from a grid of starts."""
+        """min of the deviance over the other parameters, from a grid of starts; ``held`` is
+        a variance parameter or "beta0" / "beta1" (then all four variance parameters are
+        free)."""
+        fixed = {"beta0": (0, value), "beta1": (1, value)}.get(held)
         free = [nm for nm in NAMES if nm != held]
         bounds = {"sd0": (0, None), "cor": (-1, 1), "sd1": (0, None), "sigma": (1e-6, None)}
         grids = {"sd0": [0.0, estimates["sd0"], 2 * estimates["sd0"] + 0.1],
@@ -74,8 +83,10 @@ class DenseSlopes:
                  "sigma": [estimates["sigma"]]}
 
         def f(v):
-            pars = dict(zip(free, v), **{held: value})
-            return self.deviance(**pars)
+            pars = dict(zip(free, v))
+            if fixed is None:
+                pars[held] = value
+            return self.deviance(**pars, fixed=fixed)
 
         best = np.inf
         for start in itertools.product(*[grids[nm] for nm in free]):
@@ -118,3 +129,7 @@ def test_profile_ends_are_where_the_dense_likelihood_crosses_the_cutoff(case):
                 assert excess <= CUT2 + 1e-6, (name, end, excess)
             else:
                 assert excess == pytest.approx(CUT2, abs=2e-3), (name, end, excess)
+    for j, name in enumerate(["beta0", "beta1"]):
+        for end in ci.iloc[4 + j]:
+            excess = dense.minimum(name, end, estimates) - d_hat
+            assert excess == pytest.approx(CUT2, abs=2e-3), (name, end, excess)
