@@ -180,7 +180,6 @@ class KenwardRoger:
         self.P = P
         self.W = Wmat
         self.information = info
-        self._K, self._Q = K, Q
 
     # ------------------------------------------------------------------ df and F
     def _a1_a2(self, L: np.ndarray) -> tuple[float, float]:

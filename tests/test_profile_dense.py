@@ -76,7 +76,7 @@ class DenseSlopes:
         free)."""
         fixed = {"beta0": (0, value), "beta1": (1, value)}.get(held)
         free = [nm for nm in NAMES if nm != held]
-        bounds = {"sd0": (0, None), "cor": (-1, 1), "sd1": (0, None), "sigma": (1e-6, None)}
+        bounds = {"sd0": (0, None), "cor": (-1, 1), "sd1": (0, None), "sigma": (1e-3, None)}
         grids = {"sd0": [0.0, estimates["sd0"], 2 * estimates["sd0"] + 0.1],
                  "cor": [-0.9, 0.0, 0.9],
                  "sd1": [0.0, estimates["sd1"], 2 * estimates["sd1"] + 0.05],
@@ -86,7 +86,10 @@ class DenseSlopes:
             pars = dict(zip(free, v))
             if fixed is None:
                 pars[held] = value
-            return self.deviance(**pars, fixed=fixed)
+            try:
+                return self.deviance(**pars, fixed=fixed)
+            except np.linalg.LinAlgError:  # a trial point with V numerically singular
+                return 1e10
 
         best = np.inf
         for start in itertools.product(*[grids[nm] for nm in free]):
