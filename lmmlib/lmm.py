@@ -137,18 +137,19 @@ class LinearMixedModel:
         """
         return self.pls.objective(np.asarray(theta, dtype=float), self.reml)
 
-    def fit(self, start=None, *, hessian=None) -> LinearMixedModel:
+    def fit(self, start=None, *, hessian=None, polish: bool = True) -> LinearMixedModel:
         """Minimise :meth:`objective` over theta; returns self.
 
         The search starts from ``start`` or from lme4's ``T_k = I`` for the columns scaled as in
         :mod:`lmmlib.pls` and runs on that scale (theta times ``pls.theta_scale``), where one
         step size suits every predictor whatever its units.  ``hessian``, the Hessian of the
         criterion on that scale near ``start``, starts a quasi-Newton search (as :meth:`refit`
-        does; see :func:`lmmlib.optimizer.optimize_theta`).
+        does; see :func:`lmmlib.optimizer.optimize_theta`), with a final Newton step unless
+        ``polish=False`` (a refit to a new response, where speed matters more than 1e-7).
         """
         lower = self.layout.lower
         scale = self.pls.theta_scale
-        options = {} if hessian is None else {"hessian": hessian}
+        options = {} if hessian is None else {"hessian": hessian, "polish": polish}
         if start is not None:  # compared with lme4's T = I at the end (optimize_theta, step 5)
             options["fallback"] = self.layout.start
         start = self.layout.start / scale if start is None else np.asarray(start, dtype=float)
@@ -214,7 +215,7 @@ class LinearMixedModel:
             model = LinearMixedModel(
                 dataclasses.replace(self.design, y=y), reml=reml, pls=self.pls.with_response(y)
             )
-        return model.fit(start=self.theta, hessian=self.scaled_hessian)
+        return model.fit(start=self.theta, hessian=self.scaled_hessian, polish=newresp is None)
 
     @cached_property
     def scaled_hessian(self) -> np.ndarray:

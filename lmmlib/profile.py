@@ -231,6 +231,8 @@ class DevianceProfile:
         self.deviance = deviance_at(self.pls, fit.theta, fit.sigma)
         self._scale = self._step_scales(fit)
         # each profile starts with its estimate: zeta = 0 there, the other parameters at the fit
+        #: parameters whose inner fits start from several points (see :meth:`end`)
+        self._multistart: set[str] = set()
         self._points: dict[str, list[tuple[float, float, np.ndarray]]] = {
             name: [(self._centre[name], 0.0, self._var_start if i < n_var else fit.theta)]
             for i, name in enumerate(self.names)
@@ -251,8 +253,8 @@ class DevianceProfile:
         return pd.Series(steps, index=self.names)
 
     # ---------------------------------------------------------------- one profile value
-    def _profiled_deviance(self, i: int, value: float,
-                           start: np.ndarray) -> tuple[float, np.ndarray]:
+    def _profiled_deviance(self, i: int, value: float, start: np.ndarray,
+                           multistart: bool | None = None) -> tuple[float, np.ndarray]:
         """Minimum deviance with parameter ``i`` held at ``value``; returns it and the optimum
         of all parameters (sdcor + sigma for a variance parameter, theta for a fixed effect)."""
         if i < self.n_var:
@@ -268,7 +270,10 @@ class DevianceProfile:
                 return deviance_at(self.pls, theta, pars[-1]) + INVALID_PENALTY * excess
 
             best_x, best_d = None, np.inf
-            for x0 in self._inner_starts(i, value, start):
+            if multistart is None:
+                multistart = self.names[i] in self._multistart
+            starts = self._inner_starts(i, value, start) if multistart else [start]
+            for x0 in starts:
                 x, d = _minimize(dev, x0[free], lower[free], upper[free])
                 if d < best_d - 1e-9:
                     best_x, best_d = x, d
@@ -353,6 +358,29 @@ class DevianceProfile:
     # ---------------------------------------------------------------- interval ends
     def end(self, name: str, cut: float, side: int) -> float:
         """The value where zeta crosses ``side * cut`` (side = -1 lower end, +1 upper end).
+
+        The search runs with one start per inner fit (the neighbouring point's optimum),
+        which is fast; the end it finds is then checked with the inner fit started from
+        several points, boundaries included (:meth:`_inner_starts`).  If that finds a lower
+        deviance there, the single start had missed the inner optimum (issue 7: a sigma
+        interval too short, a correlation interval short of [-1, 1]), and the search is
+        repeated with several starts for every point of this parameter.
+        """
+        x = self._search_end(name, cut, side)
+        i = self._index(name)
+        if i >= self.n_var or name in self._multistart or not np.isfinite(x):
+            return x
+        value, z, opt = min(self._points[name], key=lambda pt: abs(pt[0] - x))
+        d_single = self.deviance + z**2
+        d_multi, _ = self._profiled_deviance(i, x, opt, multistart=True)
+        if d_multi < d_single - 1e-7:
+            self._multistart.add(name)
+            self._points[name] = self._points[name][:1]  # keep only the estimate
+            x = self._search_end(name, cut, side)
+        return x
+
+    def _search_end(self, name: str, cut: float, side: int) -> float:
+        """:meth:`end`'s search with the current inner fits.
 
         Steps away from the estimate, extrapolating zeta linearly, until ``|zeta| >= cut``,
         then solves ``zeta(x) = side * cut`` with Brent's method.  Returns the parameter's bound
