@@ -5,7 +5,7 @@ concept of the book: ``datasets`` (the data), ``ols`` (chapter 2), the mixed-mod
 (chapter 3), and ``plotting`` (one theme for every figure).
 """
 
-from lmmlib import datasets
+from lmmlib import datasets, inference
 from lmmlib.anova import anova, drop1
 from lmmlib.diagnostics import cooks_distance, hatvalues
 from lmmlib.effects import coef, fixef
@@ -14,4 +14,4 @@ from lmmlib.ols import OLS, ols
 
 __version__ = "0.1.0"
 __all__ = ["datasets", "ols", "OLS", "lmer", "LinearMixedModel", "anova", "drop1", "coef",
-           "fixef", "hatvalues", "cooks_distance"]
+           "fixef", "hatvalues", "cooks_distance", "inference"]

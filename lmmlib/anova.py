@@ -60,9 +60,15 @@ class _LinearModelLikelihood:
 
 
 def anova(
-    *models: LinearMixedModel, names: list[str] | None = None, refit: bool = True
+    *models: LinearMixedModel, names: list[str] | None = None, refit: bool = True,
+    ddf: str = "satterthwaite",
 ) -> pd.DataFrame:
-    """Likelihood-ratio tests of a sequence of nested models (lme4's ``anova(m0, m1, ...)``).
+    """Likelihood-ratio tests of a sequence of nested models (lme4's ``anova(m0, m1, ...)``);
+    with one model, lmerTest's type III F tests of its fixed terms.
+
+    With a single model the table is :func:`lmmlib.inference.anova_type3` (columns ``Sum Sq,
+    Mean Sq, NumDF, DenDF, F value, Pr(>F)``) with denominator df by ``ddf``
+    ("satterthwaite", lmerTest's default, "kenward-roger" or "residual").
 
     Parameters
     ----------
@@ -92,8 +98,14 @@ def anova(
     >>> round(float(anova(m0, m1).loc["model2", "Chisq"]), 3)
     42.139
     """
+    if len(models) == 1 and isinstance(models[0], LinearMixedModel) and models[0].optinfo:
+        from lmmlib.inference import anova_type3
+
+        return anova_type3(models[0], ddf)
     if len(models) < 2:
-        raise LmmInputError(f"anova needs at least two models to compare, got {len(models)}")
+        raise LmmInputError(
+            f"anova needs one fitted model (F tests) or two or more to compare, got {len(models)}"
+        )
     models = tuple(_LinearModelLikelihood(m) if isinstance(m, OLS) else m for m in models)
     boundary = any(isinstance(m, _LinearModelLikelihood) for m in models)
     for i, m in enumerate(models):

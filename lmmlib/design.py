@@ -147,6 +147,8 @@ class Design:
         if not columns:
             return np.zeros(len(newdata), dtype=bool)
         return newdata[columns].isna().any(axis=1).to_numpy()
+    #: the fixed-effect variables of the rows used (for type III contrasts, lmmlib.inference)
+    fixed_frame: pd.DataFrame | None = field(default=None, repr=False)
 
     def new_fixed_matrix(self, newdata: pd.DataFrame) -> np.ndarray:
         """X for ``newdata`` with the columns, contrasts and levels of the fit.
@@ -297,6 +299,7 @@ def build_design(formula: str, data: pd.DataFrame, *, reorder_terms: bool = True
         fixef_names=[names_full[j] for j in kept], terms=[terms[i] for i in order],
         row_index=frame.index, n_dropped=n_dropped, dropped_columns=dropped, recipe=recipe,
         weights=w, offset=off, all_fixef_names=list(names_full), data_rows=data_rows,
+        fixed_frame=frame[fixed_columns],
     )
 
 

@@ -126,7 +126,7 @@ class LinearMixedModel:
 
     def __init__(self, design, reml: bool = True, *, pls: PenalizedLeastSquares | None = None):
         self.design = design
-        self.reml = bool(reml)
+        self.reml = _check_reml(reml)
         #: random-effects terms, in lme4's order (build_design sorts them as lme4's mkReTrms);
         #: theta, varcorr and ranef follow this order
         self.terms = list(design.terms)
@@ -146,20 +146,23 @@ class LinearMixedModel:
         """
         return self.pls.objective(np.asarray(theta, dtype=float), self.reml)
 
-    def fit(self, start=None, *, hessian=None) -> LinearMixedModel:
+    def fit(self, start=None, *, hessian=None, polish: bool = True) -> LinearMixedModel:
         """Minimise :meth:`objective` over theta; returns self.
 
         The search starts from ``start`` or from lme4's ``T_k = I`` for the columns scaled as in
         :mod:`lmmlib.pls` and runs on that scale (theta times ``pls.theta_scale``), where one
         step size suits every predictor whatever its units.  ``hessian``, the Hessian of the
         criterion on that scale near ``start``, starts a quasi-Newton search (as :meth:`refit`
-        does; see :func:`lmmlib.optimizer.optimize_theta`).
+        does; see :func:`lmmlib.optimizer.optimize_theta`), with a final Newton step unless
+        ``polish=False`` (a refit to a new response, where speed matters more than 1e-7).
         """
         lower = self.layout.lower
         scale = self.pls.theta_scale
+        options = {} if hessian is None else {"hessian": hessian, "polish": polish}
+        if start is not None:  # compared with lme4's T = I at the end (optimize_theta, step 5)
+            options["fallback"] = self.layout.start
         start = self.layout.start / scale if start is None else np.asarray(start, dtype=float)
         scaled_objective = self._scaled_objective
-        options = {} if hessian is None else {"hessian": hessian}
         with _single_blas_thread():
             theta_s, self.optinfo = optimize_theta(scaled_objective, start * scale, lower,
                                                    **options)
@@ -213,7 +216,7 @@ class LinearMixedModel:
                 f"refit({newresp}) is ambiguous: the first argument is a new response; "
                 f"write refit(reml={newresp}) to change the criterion"
             )
-        reml = self.reml if reml is None else bool(reml)
+        reml = self.reml if reml is None else _check_reml(reml)
         if newresp is None:
             model = LinearMixedModel(self.design, reml=reml, pls=self.pls)
         else:
@@ -221,7 +224,7 @@ class LinearMixedModel:
             design = dataclasses.replace(self.design, y=y)
             model = LinearMixedModel(design, reml=reml,
                                      pls=self.pls.with_response(working_response(design)))
-        return model.fit(start=self.theta, hessian=self.scaled_hessian)
+        return model.fit(start=self.theta, hessian=self.scaled_hessian, polish=newresp is None)
 
     @cached_property
     def scaled_hessian(self) -> np.ndarray:
@@ -486,8 +489,8 @@ class LinearMixedModel:
     # ----------------------------------------------------------------- prediction
     def predict(
         self, newdata: pd.DataFrame | None = None, re: bool = True, allow_new_levels: bool = False,
-        *, re_form=None,
-    ) -> pd.Series:
+        *, re_form=None, interval: str | None = None, level: float = 0.95, se_fit: bool = False,
+    ) -> pd.Series | pd.DataFrame:
         """Predictions ``o + X beta + Z b`` (``re=True``) or the population-level ``o + X beta``.
 
         ``re_form`` is lme4's ``re.form``: None (all random effects), ``"~0"`` (none, as
@@ -496,7 +499,20 @@ class LinearMixedModel:
         ``newdata`` with a missing predictor gets NaN (lme4's NA).  A level of a grouping
         factor not seen in the fit raises an error naming it, unless
         ``allow_new_levels=True``, in which case its random effect is 0 (lme4's convention).
+        With ``interval="confidence"`` or ``"prediction"`` (at ``level``) or ``se_fit=True``
+        the result is a DataFrame (``fit``, ``se_fit``, ``lwr``, ``upr``); the formulas and
+        what they ignore are in :func:`lmmlib.inference.predict_intervals`.
         """
+        if interval is not None or se_fit:
+            if re_form is not None:
+                raise LmmInputError(
+                    "predict: intervals and se_fit are computed for re=True (all random effects) "
+                    "or re=False (none); re_form with a subset of terms is not supported there"
+                )
+            from lmmlib.inference import predict_intervals
+
+            return predict_intervals(self, newdata, re, allow_new_levels, interval, level,
+                                     se_fit)
         from lmmlib.prediction import linear_predictor
 
         return linear_predictor(self, newdata, "~0" if not re else re_form, allow_new_levels)
@@ -549,15 +565,22 @@ class LinearMixedModel:
         return cooks_distance(self)
 
     # ----------------------------------------------------------------- inference
-    def confint(self, method: str = "wald", level: float = 0.95) -> pd.DataFrame:
+    def confint(self, method: str = "wald", level: float = 0.95, ddf=None) -> pd.DataFrame:
         """Confidence intervals, rows named as lme4 (``sd_(Intercept)|Subject``, ``sigma``, ...).
 
         ``"wald"``: ``beta +- z_{1-a/2} se`` for the fixed effects, NaN for the variance
-        parameters (as lme4).  ``"profile"``: likelihood-profile intervals from
-        :func:`lmmlib.profile.profile_confint`.
+        parameters (as lme4); with ``ddf`` ("satterthwaite", "kenward-roger", "residual") the
+        t quantile with those df (:func:`lmmlib.inference.confint_wald`).  ``"profile"``:
+        likelihood-profile intervals from :func:`lmmlib.profile.profile_confint`.
         """
         if not 0 < level < 1:
             raise LmmInputError(f"level must be between 0 and 1, got {level}")
+        if ddf is not None:
+            if method != "wald":
+                raise LmmInputError(f"ddf applies to method='wald' only, not {method!r}")
+            from lmmlib.inference import confint_wald
+
+            return confint_wald(self, level, ddf)
         if method == "profile":
             from lmmlib.profile import profile_confint
 
@@ -572,18 +595,40 @@ class LinearMixedModel:
             index=[*self.sdcor.index, *self.fixef_names],
         )
 
-    def summary(self):
+    def coef_table(self, ddf=None) -> pd.DataFrame:
+        """Fixed effects with Std. Error, df, t value and Pr(>|t|) for ``ddf`` one of None
+        (lme4's table, no p-values), "satterthwaite", "kenward-roger", "residual"
+        (:func:`lmmlib.inference.coef_table`)."""
+        from lmmlib.inference import coef_table
+
+        return coef_table(self, ddf)
+
+    def summary(self, ddf=None):
         """A printable summary laid out like lme4's ``print(summary(fit))``
-        (:class:`lmmlib.summary.LmmSummary`)."""
+        (:class:`lmmlib.summary.LmmSummary`).
+
+        The default, ``ddf=None``, is lme4's: t values without df or p-values, because the
+        null distribution of t is not exactly known.  ``ddf="satterthwaite"`` (lmerTest's
+        default; any size, REML or ML) or ``"kenward-roger"`` (pbkrtest's; REML, better for
+        few groups, cost cubic in the number of random effects) adds df and Pr(>|t|), as
+        lmerTest's summary; see :mod:`lmmlib.inference`.
+        """
         from lmmlib.summary import LmmSummary
 
-        return LmmSummary(self)
+        return LmmSummary(self, ddf=ddf)
 
     def __repr__(self) -> str:
         crit = "REML criterion" if self.reml else "deviance"
         value = getattr(self, "deviance", None)
         shown = "unfitted" if value is None else f"{crit} {value:.4f}"
         return f"<LinearMixedModel {self.design.formula!r}, {shown}>"
+
+
+def _check_reml(reml) -> bool:
+    """``reml`` must be a bool (``reml="yes"`` or ``reml=0.5`` is a mistake, not a choice)."""
+    if not isinstance(reml, (bool, np.bool_)):
+        raise LmmInputError(f"reml must be True or False, got {reml!r}")
+    return bool(reml)
 
 
 def _singularity_scale(terms, layout) -> np.ndarray:

@@ -58,6 +58,11 @@ def _format_column(values, digits: int = 4) -> list[str]:
     return [f"{v:.{decimals}f}" for v in values]
 
 
+def _format_pvalue(p: float) -> str:
+    """A p-value as R's ``format.pval`` with 3 significant digits: '< 2e-16' below that."""
+    return "< 2e-16" if p < 2e-16 else f"{p:.3g}"
+
+
 def _abbreviate(name: str, width: int = 6) -> str:
     """R's ``abbreviate``, simplified: drop lower-case vowels, then lower-case letters, from
     the right (never the first two characters) until ``name`` fits: '(Intercept)' -> '(Intr)'."""
@@ -82,16 +87,18 @@ def _table(rows: list[list[str]], align: list[str]) -> list[str]:
 class LmmSummary:
     """lme4-style summary of a fitted :class:`lmmlib.lmm.LinearMixedModel`.
 
-    The pieces are available as data: ``coefficients`` (Estimate, Std. Error, t value),
+    The pieces are available as data: ``coefficients`` (Estimate, Std. Error, t value; with
+    ``ddf`` also df and Pr(>|t|), as lmerTest, see :func:`lmmlib.inference.coef_table`),
     ``varcorr``, ``residual_quantiles`` (of the scaled Pearson residuals ``sqrt(w) e / sigma``),
     ``fixef_correlation``; ``str(summary)`` is the text lme4 prints.
     """
 
-    def __init__(self, fit):
+    def __init__(self, fit, ddf=None):
+        from lmmlib.inference import coef_table
+
         self.fit = fit
-        self.coefficients = pd.DataFrame(
-            {"Estimate": fit.fixef, "Std. Error": fit.se, "t value": fit.fixef / fit.se}
-        )
+        self.ddf = ddf
+        self.coefficients = coef_table(fit, ddf)
         scaled = fit.resid("pearson", scaled=True).to_numpy()  # lme4: sqrt(w) e / sigma
         self.residual_quantiles = pd.Series(
             np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1]), index=["Min", "1Q", "Median", "3Q", "Max"]
@@ -162,7 +169,13 @@ class LmmSummary:
         tval = [f"{t:.3f}" for t in coef["t value"]]
         rows = [["", "Estimate", "Std. Error", "t value"]]
         rows += [[nm, est_se[i], est_se[k + i], tval[i]] for i, nm in enumerate(names)]
-        lines = ["Fixed effects:"] + _table(rows, ["<", ">", ">", ">"])
+        if "df" in coef:  # lmerTest's layout: df after the standard error, then Pr(>|t|)
+            rows[0][3:3] = ["df"]
+            rows[0].append("Pr(>|t|)")
+            for i, row in enumerate(rows[1:]):
+                row[3:3] = [_format_column(coef["df"])[i]]
+                row.append(_format_pvalue(coef["Pr(>|t|)"].iloc[i]))
+        lines = ["Fixed effects:"] + _table(rows, ["<"] + [">"] * (len(rows[0]) - 1))
         if k > 1:
             corr = self.fixef_correlation.to_numpy()
             crow = [["", *[_abbreviate(nm) for nm in names[:-1]]]]
