@@ -3,7 +3,7 @@ would meet: raw TeX, a broken image, a console error, a request outside the site
 internal link or anchor, a chapter list that cannot be opened on a phone, a display equation
 wider than a phone without its own scroll box, math or figures unreadable in dark mode.
 
-    python scripts/browser_test.py [_build/html]
+    python scripts/browser_test.py [_build/html [page ...]]   # e.g. ... _build/html book/02_ols
 
 The pages are those of ``_toc.yml`` (so a new chapter is checked as soon as it is listed) plus
 the index. The site is served on 127.0.0.1; the browser is Debian's ``chromium``
@@ -180,10 +180,14 @@ SIDEBAR_OPEN = """() => {
 }"""
 
 
-def check(site: Path, shots: Path) -> list[str]:
+DIALOG_OPEN = """() => [...document.querySelectorAll("dialog[open]")].some(d =>
+  d.getBoundingClientRect().width > 0 && d.querySelectorAll("a").length > 0)"""
+
+
+def check(site: Path, shots: Path, only: list[str] | None = None) -> list[str]:
     from playwright.sync_api import sync_playwright
 
-    pages = toc_pages() + ["genindex"]
+    pages = only or toc_pages() + ["genindex"]
     missing = [p for p in pages if not (site / f"{p}.html").exists()]
     problems = [f"{p}.html: listed in _toc.yml but not built" for p in missing]
     pages = [p for p in pages if p not in missing]
@@ -295,7 +299,15 @@ def check(site: Path, shots: Path) -> list[str]:
                     problems.append(f"{name} (phone): the menu button does not open the "
                                     f"chapter list ({state})")
                 page.screenshot(path=str(shots / f"{slug}-phone-menu.png"))
-                page.keyboard.press("Escape")
+                page.reload(wait_until="load")
+                page.evaluate(WAIT_FOR_MATH)
+            on_this_page = page.locator("button.secondary-toggle:visible").first
+            if on_this_page.count():
+                on_this_page.click()
+                page.wait_for_timeout(400)
+                if not page.evaluate(DIALOG_OPEN):
+                    problems.append(f"{name} (phone): the 'On this page' button does not "
+                                    "open the page's contents")
                 page.reload(wait_until="load")
                 page.evaluate(WAIT_FOR_MATH)
             wide = page.evaluate(WIDE_EQUATIONS)
@@ -333,10 +345,12 @@ def check(site: Path, shots: Path) -> list[str]:
 def main(argv: list[str]) -> int:
     site = Path(argv[1] if len(argv) > 1 else ROOT / "_build" / "html")
     shots = site.parent / "screenshots"
-    problems = check(site, shots)
+    only = argv[2:]
+    problems = check(site, shots, only)
     for line in problems:
         print(line, file=sys.stderr)
-    print(f"browser test: {len(toc_pages()) + 1} pages, {len(problems)} problem(s); "
+    print(f"browser test: {len(only or toc_pages()) + (0 if only else 1)} pages, "
+          f"{len(problems)} problem(s); "
           f"screenshots in {shots}")
     return 1 if problems else 0
 

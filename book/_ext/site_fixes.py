@@ -102,7 +102,20 @@ def drop_repeated_scripts(app, exception) -> None:
             page.write_text(fixed, encoding="utf-8")
 
 
+def theme_settings(app, config) -> None:
+    """Theme settings that Jupyter Book's ``html:`` section cannot express. They are set here,
+    not under ``sphinx: config:`` in _config.yml, where an ``html_theme_options`` entry would
+    replace the options Jupyter Book generates (repository and launch buttons) instead of
+    adding to them."""
+    # One search box: the sidebar's. The pydata header would add a second one, and with it a
+    # hidden duplicate of the menu button that took the click handler (the phone-menu bug).
+    config.html_theme_options["navbar_persistent"] = []
+    # The theme's default mode is unset, which logged "Got invalid theme mode" on a first visit.
+    config.html_context["default_mode"] = "auto"
+
+
 def setup(app):
+    app.connect("config-inited", theme_settings, priority=900)
     app.connect("doctree-read", add_reading_time)
     app.connect("doctree-resolved", unique_content_ids)
     app.connect("build-finished", drop_repeated_scripts)
