@@ -10,11 +10,18 @@ The directive's content is the list of modules, one a line, in the order of the 
 Each line becomes a section titled with the module's name: its docstring, a summary table
 of its public names (``__all__``; autosummary) and every public function and class with its
 docstring and example (autodoc). Adding a module to the reference is adding its line.
+
+Docstrings are written for ``help()`` and may not be clean reStructuredText (an indented
+formula read as a quotation, ``|x|`` read as a substitution). Such a problem is not allowed to
+fail the book's build, which treats every warning as an error: the API page still shows the
+text. It is reported instead, as "API docstring: <where>: <problem>" in the build log and in
+a summary at the end of the build, so that the module's owner can fix the docstring.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 
 from docutils import nodes
 from docutils.statemachine import StringList
@@ -33,23 +40,34 @@ def _home(module, item: str) -> str | None:
     return module.__name__
 
 
+def _relative(home: str, current: str) -> str:
+    """The prefix of a name defined in ``home``, as seen from the module ``current``."""
+    if home == current:
+        return ""
+    if home.startswith(current + "."):
+        return home[len(current) + 1:] + "."
+    return home + "."
+
+
 class LmmlibApi(SphinxDirective):
     has_content = True
 
     def run(self) -> list[nodes.Node]:
-        rst: list[str] = []
+        # The page is MyST markdown: a heading per module, then the autodoc directives in an
+        # eval-rst block (docstrings are reStructuredText).
+        text: list[str] = []
         for name in (line.strip() for line in self.content):
             if not name or name.startswith("#"):
                 continue
             module = importlib.import_module(name)
+            self.env.note_dependency(module.__file__)  # re-read when the module changes
             public = list(getattr(module, "__all__", []))
-            rst += [name, "-" * len(name), ""]
-            rst += [f".. automodule:: {name}", ""]
+            rst = [f".. automodule:: {name}", ""]
             home = {item: _home(module, item) for item in public}
             listed = [item for item in public if home[item] is not None]
             if listed:
                 rst += [".. autosummary::", ""]
-                rst += [f"   ~{home[item]}.{item}" for item in listed]
+                rst += [f"   ~{_relative(home[item], name)}{item}" for item in listed]
                 rst += [""]
             for item in public:
                 if home[item] != name:  # documented where it is defined
@@ -59,8 +77,10 @@ class LmmlibApi(SphinxDirective):
                     rst += [f".. autoclass:: {name}.{item}", "   :members:", ""]
                 elif callable(obj):
                     rst += [f".. autofunction:: {name}.{item}", ""]
-                elif not hasattr(obj, "__file__"):  # a constant; submodules get their own line
+                else:  # a constant
                     rst += [f".. autodata:: {name}.{item}", "   :no-value:", ""]
+            text += [f"## `{name}`", "", "````{eval-rst}", *rst, "````", ""]
+        rst = text
         container = nodes.section()
         container.document = self.state.document
         nested_parse_with_titles(
@@ -69,6 +89,46 @@ class LmmlibApi(SphinxDirective):
         return container.children
 
 
+class DocstringProblems(logging.Filter):
+    """Report docutils problems in lmmlib's docstrings (and autosummary's one-line summaries
+    of them) as information, not as build warnings; keep a list for the end of the build."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        where = str(getattr(record, "location", "") or "")
+        if record.levelno >= logging.WARNING and (
+            "docstring of lmmlib" in where or "<autosummary>" in where
+        ):
+            text = f"{where}: {record.getMessage()}"
+            if text not in self.found:
+                self.found.append(text)
+            record.msg, record.args = f"API docstring: {text}", ()
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return False
+        return True
+
+
+def _install_filter(app) -> None:
+    problems = DocstringProblems()
+    app._lmmlib_api_problems = problems
+    for handler in logging.getLogger("sphinx").handlers:
+        handler.filters.insert(0, problems)
+
+
+def _summary(app, exception) -> None:
+    found = getattr(app, "_lmmlib_api_problems", None)
+    if found and found.found:
+        print(f"API reference: {len(found.found)} docstring problem(s) to fix in lmmlib "
+              "(the page shows the text as it is):")
+        for line in found.found:
+            print(f"  {line}")
+
+
 def setup(app):
     app.add_directive("lmmlib-api", LmmlibApi)
+    app.connect("builder-inited", _install_filter)
+    app.connect("build-finished", _summary)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

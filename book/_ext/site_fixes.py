@@ -65,6 +65,20 @@ def add_reading_time(app, doctree) -> None:
             return
 
 
+def unique_ids(app, doctree, docname) -> None:
+    """Any id still repeated on a page (e.g. docutils' ids for markup problems in docstrings,
+    numbered separately by autosummary and autodoc) gets a suffix; the first keeps it."""
+    count: dict[str, int] = {}
+    for node in doctree.findall(nodes.Element):
+        ids = node.get("ids") or []
+        renamed = []
+        for i in ids:
+            count[i] = count.get(i, 0) + 1
+            renamed.append(i if count[i] == 1 else f"{i}-{count[i]}")
+        if renamed != ids:
+            node["ids"] = renamed
+
+
 def unique_content_ids(app, doctree, docname) -> None:
     seen: dict[str, int] = {}
     for section in list(doctree.findall(nodes.section)):
@@ -118,5 +132,6 @@ def setup(app):
     app.connect("config-inited", theme_settings, priority=900)
     app.connect("doctree-read", add_reading_time)
     app.connect("doctree-resolved", unique_content_ids)
+    app.connect("doctree-resolved", unique_ids, priority=900)
     app.connect("build-finished", drop_repeated_scripts)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
