@@ -79,6 +79,13 @@ def unique_ids(app, doctree, docname) -> None:
             node["ids"] = renamed
 
 
+def drop_dangling_problems(app, doctree, docname) -> None:
+    """A markup problem in a docstring is shown as a link to its system message, which the
+    build does not render: show the text without the dead link."""
+    for node in list(doctree.findall(nodes.problematic)):
+        node.replace_self(nodes.inline(node.rawsource, node.astext()))
+
+
 def unique_content_ids(app, doctree, docname) -> None:
     seen: dict[str, int] = {}
     for section in list(doctree.findall(nodes.section)):
@@ -131,6 +138,7 @@ def theme_settings(app, config) -> None:
 def setup(app):
     app.connect("config-inited", theme_settings, priority=900)
     app.connect("doctree-read", add_reading_time)
+    app.connect("doctree-resolved", drop_dangling_problems)
     app.connect("doctree-resolved", unique_content_ids)
     app.connect("doctree-resolved", unique_ids, priority=900)
     app.connect("build-finished", drop_repeated_scripts)
