@@ -185,6 +185,7 @@ DIALOG_OPEN = """() => [...document.querySelectorAll("dialog[open]")].some(d =>
 
 
 def check(site: Path, shots: Path, only: list[str] | None = None) -> list[str]:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     pages = only or toc_pages() + ["genindex"]
@@ -281,6 +282,24 @@ def check(site: Path, shots: Path, only: list[str] | None = None) -> list[str]:
                     problems.append(f"{name}: broken link to {link[len(base):]}")
                 elif anchor and target.endswith(".html") and anchor not in found:
                     problems.append(f"{name}: link to a missing anchor {link[len(base):]}")
+            # Dark mode: the reader's system setting turns dark; the theme follows it.
+            page.emulate_media(color_scheme="dark")
+            try:  # the theme follows a change of the setting; else load the page again
+                page.wait_for_function(
+                    "() => document.documentElement.dataset.theme === 'dark'", timeout=3000
+                )
+            except PlaywrightTimeout:
+                page.reload(wait_until="load")
+                page.evaluate(WAIT_FOR_MATH)
+            dark = page.evaluate(DARK_FACTS)
+            if dark["theme"] != "dark":
+                problems.append(f"{name} (dark): the theme did not follow the dark setting "
+                                f"(data-theme={dark['theme']!r})")
+            if dark["worstMath"] < 4.5:
+                problems.append(f"{name} (dark): math contrast {dark['worstMath']:.1f} < 4.5")
+            for src in dark["transparent"]:
+                problems.append(f"{name} (dark): figure with a transparent background {src}")
+            page.screenshot(path=str(shots / f"{slug}-dark.png"))
             problems += [f"{name} (desktop): {line}" for line in log]
             context.close()
 
@@ -299,8 +318,8 @@ def check(site: Path, shots: Path, only: list[str] | None = None) -> list[str]:
                     problems.append(f"{name} (phone): the menu button does not open the "
                                     f"chapter list ({state})")
                 page.screenshot(path=str(shots / f"{slug}-phone-menu.png"))
-                page.reload(wait_until="load")
-                page.evaluate(WAIT_FOR_MATH)
+                page.keyboard.press("Escape")  # closes the menu (a modal dialog)
+                page.wait_for_timeout(200)
             on_this_page = page.locator("button.secondary-toggle:visible").first
             if on_this_page.count():
                 on_this_page.click()
@@ -308,8 +327,8 @@ def check(site: Path, shots: Path, only: list[str] | None = None) -> list[str]:
                 if not page.evaluate(DIALOG_OPEN):
                     problems.append(f"{name} (phone): the 'On this page' button does not "
                                     "open the page's contents")
-                page.reload(wait_until="load")
-                page.evaluate(WAIT_FOR_MATH)
+                page.keyboard.press("Escape")
+                page.wait_for_timeout(200)
             wide = page.evaluate(WIDE_EQUATIONS)
             for width in wide["bad"]:
                 problems.append(f"{name} (phone): a display equation {width} px wide overflows "
@@ -321,21 +340,6 @@ def check(site: Path, shots: Path, only: list[str] | None = None) -> list[str]:
             problems += [f"{name} (phone): {line}" for line in log]
             context.close()
 
-            # Dark mode (the reader's system setting; the theme follows it).
-            context, page, log = new_page(DESKTOP, scheme="dark")
-            page.goto(url, wait_until="load")
-            page.evaluate(WAIT_FOR_MATH)
-            dark = page.evaluate(DARK_FACTS)
-            if dark["theme"] != "dark":
-                problems.append(f"{name} (dark): the theme did not follow the dark setting "
-                                f"(data-theme={dark['theme']!r})")
-            if dark["worstMath"] < 4.5:
-                problems.append(f"{name} (dark): math contrast {dark['worstMath']:.1f} < 4.5")
-            for src in dark["transparent"]:
-                problems.append(f"{name} (dark): figure with a transparent background {src}")
-            page.screenshot(path=str(shots / f"{slug}-dark.png"))
-            problems += [f"{name} (dark): {line}" for line in log]
-            context.close()
             print(f"  {name}: {time.perf_counter() - started:.1f} s", flush=True)
         browser.close()
     server.shutdown()
