@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib import pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["set_theme", "PALETTE"]
 
@@ -150,11 +151,12 @@ def panels_by_group(
             a, b = least_squares_line(gx, gy)
             ax.plot(grid, a + b * grid, lw=1.6, color=PALETTE[3])
         ax.set_title(str(level), fontsize="medium", pad=2)
-        ax.tick_params(labelsize="small")
+        ax.tick_params(labelsize="medium")
+        ax.yaxis.set_major_locator(MaxNLocator(3))
     for ax in axes.flat[len(levels):]:
         ax.remove()
-    fig.supxlabel(xlabel or x, fontsize="medium")
-    fig.supylabel(ylabel or y, fontsize="medium")
+    fig.supxlabel(xlabel or x, fontsize="large")
+    fig.supylabel(ylabel or y, fontsize="large")
     fig.tight_layout(pad=0.6)
     return fig
 

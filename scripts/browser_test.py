@@ -93,7 +93,9 @@ PAGE_FACTS = """() => {
   const images = [...document.images].map(img => ({
     src: img.currentSrc || img.src, ok: img.complete && img.naturalWidth > 0,
     alt: img.getAttribute("alt"), visible: img.offsetParent !== null,
-    content: !!img.closest("main")}));
+    content: !!img.closest("main"),
+    squashed: img.naturalWidth > 0 && img.clientWidth > 0 && Math.abs(
+      (img.clientWidth / img.clientHeight) / (img.naturalWidth / img.naturalHeight) - 1) > 0.02}));
   const links = [...document.querySelectorAll("a[href]")].map(a => a.href);
   const ids = [...document.querySelectorAll("[id]")].map(el => el.id);
   return {texts, unrendered, images, links, ids};
@@ -259,6 +261,8 @@ def check(site: Path, shots: Path, only: list[str] | None = None) -> list[str]:
             for img in facts["images"]:
                 if not img["ok"] and img["visible"]:
                     problems.append(f"{name}: image did not load: {img['src']}")
+                if img["squashed"] and img["visible"]:
+                    problems.append(f"{name}: image drawn out of proportion: {img['src']}")
                 alt = (img["alt"] or "").strip()
                 if img["content"] and (
                     not alt or re.search(r"[0-9a-f]{32}|\.(png|svg|jpe?g)$", alt)
@@ -329,6 +333,10 @@ def check(site: Path, shots: Path, only: list[str] | None = None) -> list[str]:
                                     "open the page's contents")
                 page.keyboard.press("Escape")
                 page.wait_for_timeout(200)
+            for img in page.evaluate(PAGE_FACTS)["images"]:
+                if img["squashed"] and img["visible"]:
+                    problems.append(f"{name} (phone): image drawn out of proportion: "
+                                    f"{img['src']}")
             wide = page.evaluate(WIDE_EQUATIONS)
             for width in wide["bad"]:
                 problems.append(f"{name} (phone): a display equation {width} px wide overflows "
