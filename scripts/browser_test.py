@@ -108,7 +108,17 @@ WIDE_EQUATIONS = """() => {
   for (const eq of document.querySelectorAll('mjx-container[display="true"]')) {
     if (!eq.offsetParent) continue;            // in a closed dropdown
     const box = eq.getBoundingClientRect();
-    const inner = eq.firstElementChild ? eq.firstElementChild.getBoundingClientRect() : box;
+    // The extent of what is drawn: every glyph box inside the equation.
+    let left = Infinity, right = -Infinity;
+    for (const el of eq.querySelectorAll("mjx-c, mjx-mi, mjx-mo, mjx-mn, mjx-mtext")) {
+      const r = el.getBoundingClientRect();
+      if (r.width > 0) { left = Math.min(left, r.left); right = Math.max(right, r.right); }
+    }
+    const inner = {left, right, width: right - left};
+    if (eq.scrollLeft === 0 && inner.left < box.left - 1) {  // centred and wider than its
+      bad.push(Math.round(inner.width) + " px, cut off on the left");  // box: unreachable
+      continue;
+    }
     if (inner.width <= vw && box.right <= vw + 1) continue;
     let ok = false;
     for (let el = eq; el && el !== document.body; el = el.parentElement) {
@@ -118,7 +128,7 @@ WIDE_EQUATIONS = """() => {
         ok = true; break;
       }
     }
-    if (!ok) bad.push(Math.round(inner.width));
+    if (!ok) bad.push(Math.round(inner.width) + " px");
   }
   const page = document.documentElement.scrollWidth - vw;
   return {bad, pageOverflow: page};
@@ -339,8 +349,8 @@ def check(site: Path, shots: Path, only: list[str] | None = None) -> list[str]:
                                     f"{img['src']}")
             wide = page.evaluate(WIDE_EQUATIONS)
             for width in wide["bad"]:
-                problems.append(f"{name} (phone): a display equation {width} px wide overflows "
-                                f"the {PHONE['width']} px screen without its own scroll box")
+                problems.append(f"{name} (phone): a display equation ({width}) overflows the "
+                                f"{PHONE['width']} px screen without a scroll box that shows it all")
             if wide["pageOverflow"] > 1:
                 problems.append(f"{name} (phone): the page scrolls sideways by "
                                 f"{wide['pageOverflow']} px")
