@@ -44,7 +44,10 @@ ensure_venv() {
         "$py" -m venv "$VENV"
     fi
     local want have
-    want="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+    # Python's hashlib, not sha256sum (which macOS lacks).
+    want="$("$VENV/bin/python" -c 'import hashlib, sys
+print(hashlib.sha256(b"".join(open(f, "rb").read() for f in sys.argv[1:])).hexdigest())' \
+        "$ROOT/requirements.txt" "$ROOT/pyproject.toml")"
     have="$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)"
     if [ "$want" != "$have" ]; then
         echo "==> installing requirements.txt into $VENV"

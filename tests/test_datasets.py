@@ -97,3 +97,61 @@ def test_reference_numbers_ship_with_lmmlib_and_unknown_names_are_refused():
     assert ref["fits"]["sleepstudy_slopes_reml"]["fixef"]["(Intercept)"] == pytest.approx(251.4051, abs=1e-4)
     with pytest.raises(KeyError, match="no reference numbers named 'brms'"):
         datasets.reference("brms")
+
+
+# ------------------------------------------------ the classic data sets, by name (issue 13)
+CLASSIC_SHAPES = {
+    "Dyestuff": (30, 2),
+    "Dyestuff2": (30, 2),
+    "Penicillin": (144, 3),
+    "Pastes": (60, 4),
+    "cake": (270, 5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIC_SHAPES))
+def test_classic_data_sets_load_by_name_with_their_factors(name):
+    frame = datasets.dataset(name)
+    assert frame.shape == CLASSIC_SHAPES[name]
+    assert not frame.isna().any().any()  # every value is a level of its factor
+    assert frame.equals(getattr(datasets, name.lower())())
+    loader = getattr(datasets, name.lower())
+    assert "GPL >= 2" in loader.__doc__ and "Examples" in loader.__doc__
+
+
+def test_classic_values_agree_with_lme4():
+    """Numbers lme4 prints for these data: Dyestuff's grand mean is lme4's fixed intercept
+    1527.50 (a balanced one-way layout); Penicillin is fully crossed, 24 plates x 6 samples."""
+    assert datasets.dyestuff()["Yield"].mean() == pytest.approx(1527.5, abs=1e-12)
+    pen = datasets.penicillin()
+    assert (pen.groupby(["plate", "sample"], observed=True).size() == 1).all()
+    pastes = datasets.pastes()
+    assert pastes.groupby("sample", observed=True)["batch"].nunique().eq(1).all()  # nested
+    cake = datasets.cake()
+    assert list(cake["replicate"].cat.categories) == [str(i) for i in range(1, 16)]
+    assert (cake["temperature"].astype(int) == cake["temp"]).all()
+
+
+def test_dataset_names_and_errors():
+    assert datasets.DATASETS == (
+        "sleepstudy", "Dyestuff", "Dyestuff2", "Penicillin", "Pastes", "cake"
+    )
+    assert datasets.dataset("SLEEPSTUDY").equals(datasets.sleepstudy())
+    with pytest.raises(KeyError, match="no data set named 'InstEval'; lmmlib ships sleepstudy"):
+        datasets.dataset("InstEval")
+
+
+def test_a_corrupted_classic_file_raises(tmp_path, monkeypatch):
+    raw = resources.files("lmmlib").joinpath("data", "Dyestuff.csv").read_bytes()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "Dyestuff.csv").write_bytes(raw.replace(b"A,1545", b"A,1554", 1))
+    monkeypatch.setattr(datasets.resources, "files", lambda package: tmp_path)
+    with pytest.raises(DataIntegrityError, match=r"Dyestuff\.csv has SHA-256"):
+        datasets.dyestuff()
+
+
+def test_docstring_examples_of_datasets_run():
+    import doctest
+
+    result = doctest.testmod(datasets, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 10 and result.failed == 0

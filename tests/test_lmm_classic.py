@@ -11,14 +11,15 @@ Three kinds of truth:
   not needed to run these tests;
 * statsmodels' MixedLM (an independent implementation) on simulated data.
 
-The data are in ``tests/data`` (see its README for provenance and checksums).
+The data ship with lmmlib (``lmmlib.datasets.dataset``; ``lmmlib/data/README.md`` gives
+their provenance, licences and checksums).
 """
 
 import hashlib
 import math
 import re
 import warnings
-from pathlib import Path
+from importlib import resources
 
 import numpy as np
 import pandas as pd
@@ -28,24 +29,12 @@ import statsmodels.formula.api as smf
 from lmmlib import anova, datasets, lmer
 from lmmlib.errors import LmmInputError, SingularFitWarning
 
-DATA = Path(__file__).parent / "data"
-
-#: R's factors: read as categoricals, in R's level order where it is not alphabetical
-DTYPES = {
-    "Dyestuff": {"Batch": "category"},
-    "Dyestuff2": {"Batch": "category"},
-    "Penicillin": {"plate": "category", "sample": "category"},
-    "Pastes": {"batch": "category", "cask": "category", "sample": "category"},
-    "cake": {
-        "replicate": pd.CategoricalDtype([str(i) for i in range(1, 16)]),
-        "recipe": "category",
-        "temperature": pd.CategoricalDtype([str(t) for t in range(175, 226, 10)]),
-    },
-}
+DATA = resources.files("lmmlib").joinpath("data")
+CLASSIC = ("Dyestuff", "Dyestuff2", "Penicillin", "Pastes", "cake")
 
 
 def load(name: str) -> pd.DataFrame:
-    return pd.read_csv(DATA / f"{name}.csv", dtype=DTYPES[name])
+    return datasets.dataset(name)
 
 
 def assert_printed(value: float, printed: str) -> None:
@@ -85,11 +74,16 @@ def fits():
 
 # --------------------------------------------------------------------------------- the data
 def test_data_files_match_readme_checksums():
-    readme = (DATA / "README.md").read_text()
-    rows = re.findall(r"\|\s*`(\w+\.csv)`\s*\|\s*(\d+)\s*\|\s*([0-9a-f]{64})\s*\|", readme)
-    assert {name for name, _, _ in rows} == {f"{k}.csv" for k in DTYPES}
+    readme = DATA.joinpath("README.md").read_text()
+    rows = re.findall(
+        r"\|\s*`(\w+)\.csv`\s*\|\s*(\d+)\s*\|\s*GPL >= 2 \(lme4\)\s*\|\s*([0-9a-f]{64})\s*\|",
+        readme,
+    )
+    assert {name for name, _, _ in rows} == set(datasets.DATASETS)
+    assert set(CLASSIC) < set(datasets.DATASETS)
     for name, nrows, sha in rows:
-        assert hashlib.sha256((DATA / name).read_bytes()).hexdigest() == sha, name
+        raw = DATA.joinpath(f"{name}.csv").read_bytes()
+        assert hashlib.sha256(raw).hexdigest() == sha == datasets.DATA_SHA256[name], name
         frame = load(name.removesuffix(".csv"))
         assert len(frame) == int(nrows)
         assert not frame.isna().any().any(), f"{name}: a value is not a level of its factor"
