@@ -38,6 +38,7 @@ import copy
 import json
 import pickle
 import re
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -934,7 +935,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for edition, paths in written.items():
         print(f"wrote {len(paths)} {edition} notebook(s) to {paths[0].parent if paths else '-'}")
+    site = args.build / "html"
+    if site.exists():  # the site serves the answer key, and its download button offers it
+        publish_to_site(written[ANSWERS], site)
     return 0
+
+
+def publish_to_site(paths: list[Path], site: Path) -> None:
+    """Copy reader notebooks to <site>/notebooks/ and over the .ipynb of the download button
+    (sphinx-book-theme's copy of the executed MyST notebook, which Colab cannot run)."""
+    (site / "notebooks").mkdir(exist_ok=True)
+    for path in paths:
+        shutil.copy2(path, site / "notebooks" / path.name)
+        download = site / "_sources" / "book" / path.name
+        if download.exists():
+            shutil.copy2(path, download)
 
 
 if __name__ == "__main__":
