@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import argparse
 import ast
-import copy
+import hashlib
 import json
 import pickle
 import re
@@ -215,28 +215,9 @@ class Converter:
 
     # -- inline ----------------------------------------------------------------------------
     def inline(self, text: str, line: int = 0) -> str:
-        def repl(m: re.Match) -> str:
-            if m.group("code"):
-                return m.group(0)
-            return self.role(m.group("role"), m.group("content"), line)
-
-        out, pos = [], 0
-        for m in ROLE_OR_CODE.finditer(text):
-            if m.group("code"):  # an inline code span: copy it verbatim, roles and all
-                ticks = m.group("code")
-                end = text.find(ticks, m.end())
-                if end < 0:
-                    continue
-                out.append(text[pos:end + len(ticks)])
-                pos = end + len(ticks)
-                continue
-            if m.start() < pos:
-                continue
-            out.append(text[pos:m.start()])
-            out.append(repl(m))
-            pos = m.end()
-        out.append(text[pos:])
-        result = "".join(out)
+        result = "".join(
+            piece if kind != "role" else self.role(*piece_role(piece), line)
+            for kind, piece in inline_pieces(text))
         self.check_inline(result, line)
         return result
 
@@ -483,6 +464,32 @@ class Converter:
         return "\n".join(self.blocks(text.split("\n"), first_line)).strip("\n")
 
 
+def inline_pieces(text: str) -> list[tuple[str, str]]:
+    """Split a line into ("text" | "code" | "role", piece): inline code spans are kept
+    verbatim (a role inside one is not a role), roles are converted."""
+    pieces, pos = [], 0
+    for m in ROLE_OR_CODE.finditer(text):
+        if m.start() < pos:
+            continue
+        if m.group("code"):
+            ticks = m.group("code")
+            end = text.find(ticks, m.end())
+            if end < 0:
+                continue
+            pieces += [("text", text[pos:m.start()]), ("code", text[m.start():end + len(ticks)])]
+            pos = end + len(ticks)
+        else:
+            pieces += [("text", text[pos:m.start()]), ("role", m.group(0))]
+            pos = m.end()
+    pieces.append(("text", text[pos:]))
+    return [p for p in pieces if p[1]]
+
+
+def piece_role(piece: str) -> tuple[str, str]:
+    m = ROLE_OR_CODE.match(piece)
+    return m.group("role"), m.group("content")
+
+
 def _split_title(content: str) -> tuple[str | None, str]:
     m = re.match(r"^(?P<title>.*?)\s*<(?P<label>[^<>]+)>$", content, flags=re.S)
     if m and m.group("title"):
@@ -607,36 +614,28 @@ def install_cell(modules: set[str], repo_url: str, ref: str) -> str:
             continue  # pip installs it with lmmlib
         version = pins.get(dist.lower())
         major = int(version.split(".")[0]) if version else 0
-        needed[module] = (dist, major)
-    return f'''# Run this cell first. It installs what this chapter needs, only what is missing:
-# lmmlib, the book's library (with numpy, scipy, pandas, ...), and the packages below.
-# On Binder and on a computer with the book's environment it installs nothing.
-import importlib.metadata
-import importlib.util
-import subprocess
-import sys
+        needed[module] = f"{dist}>={major}" if major else dist
+    return f'''# Run this cell first. It installs lmmlib, the book's library, and the packages this
+# chapter needs, only those that are missing (on Binder it installs nothing).
+import importlib.metadata, importlib.util, subprocess, sys
 
-if sys.version_info < (3, 12):
-    raise RuntimeError("This book needs Python 3.12 or newer.")
+assert sys.version_info >= (3, 12), "This book needs Python 3.12 or newer."
 LMMLIB = "lmmlib @ git+{repo_url}@{ref}"
-NEEDED = {needed!r}  # module: (package, lowest major version)
+NEEDED = {needed!r}  # module: package
 
 
-def _missing(module, package, major):
+def missing(module, requirement):
     if importlib.util.find_spec(module) is None:
         return True
-    version = importlib.metadata.version(package).split(".")[0]
-    return major > 0 and int(version) < major
+    name, _, major = requirement.partition(">=")
+    return bool(major) and int(importlib.metadata.version(name).split(".")[0]) < int(major)
 
 
-to_install = [f"{{package}}>={{major}}" if major else package
-              for module, (package, major) in NEEDED.items()
-              if _missing(module, package, major)]
+to_install = [req for module, req in NEEDED.items() if missing(module, req)]
 if importlib.util.find_spec("lmmlib") is None:
     to_install.insert(0, LMMLIB)
 if to_install:
-    print("installing", *to_install)
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", *to_install])
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", *to_install])
 '''
 
 
@@ -828,6 +827,9 @@ def convert(executed, ctx: BookContext | None, edition: str = ANSWERS, where: st
     first = nbformat.v4.new_code_cell(install_cell(modules, repo_url, ref))
     first.metadata = {"tags": ["install"]}
     nb.cells = [first] + cells
+    for i, cell in enumerate(nb.cells):  # the same ids every build (nbformat's are random)
+        digest = hashlib.sha1(f"{i}:{cell.source}".encode()).hexdigest()[:8]
+        cell.id = f"c{i:03d}-{digest}"
     if conv is not None:
         problems = raw_myst(nb)
         if problems:
@@ -862,7 +864,8 @@ def raw_myst(nb) -> list[str]:
         if cell.cell_type != "markdown":
             continue
         text = re.sub(r"^```(?!\{)[^\n]*\n.*?^```\s*$", "", cell.source, flags=re.M | re.S)
-        text = re.sub(r"`[^`\n]*`", "", text)
+        text = "\n".join("".join(p for kind, p in inline_pieces(line) if kind != "code")
+                         for line in text.split("\n"))
         for pattern, what in RAW_MYST:
             m = pattern.search(text)
             if m:
