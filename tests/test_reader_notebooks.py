@@ -364,3 +364,13 @@ def test_chapter_renders_as_a_notebook_in_jupyterlab(tmp_path):
     assert "Learning goals" in text
     assert re.search(r"\bFig\. \d+\.\d+", text), "figure references carry their numbers"
     assert re.search(r"et al\.", text), "citations are text"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_site_launch_buttons_open_the_reader_notebook(chapter):
+    html = _built(BUILD / "html" / "book" / f"{chapter}.html").read_text()
+    assert f"blob/notebooks/answers/{chapter}.ipynb" in html, "Colab button"
+    assert f"notebooks?urlpath=lab/tree/answers/{chapter}.ipynb" in html, "Binder button"
+    assert f"lab/tree/book/{chapter}.md" not in html, "no launch of the MyST source"
+    served = _built(BUILD / "html" / "notebooks" / f"{chapter}.ipynb").read_text()
+    assert (BUILD / "html" / "_sources" / "book" / f"{chapter}.ipynb").read_text() == served
