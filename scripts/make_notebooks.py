@@ -768,7 +768,6 @@ def convert(executed, ctx: BookContext | None, edition: str = ANSWERS, where: st
         if text.strip():
             cells.append(nbformat.v4.new_markdown_cell(text))
 
-    exercise_number = {}
     first_md_done = False
     for item in items:
         if item[0] == "md":
@@ -787,9 +786,7 @@ def convert(executed, ctx: BookContext | None, edition: str = ANSWERS, where: st
                 add_md(f"**Fig. {num}** {text}" if num else text)
         else:
             _, label, body = item
-            if edition == STUDENTS:
-                continue
-            for sub in body:  # solution code still counts for nothing the reader runs
+            for sub in body:  # checked in both editions, so a bad solution fails in both
                 if sub[0] == "code":
                     _tags(sub[1], where)
                     reader_code(sub[1].source, where)
@@ -798,7 +795,7 @@ def convert(executed, ctx: BookContext | None, edition: str = ANSWERS, where: st
             num = ctx.number(ctx.docname, "exercise", label)
             if num is None:
                 conv.fail(f"solution to {label!r}, which is not a numbered exercise")
-            exercise_number[label] = num
+            cited = list(ctx.cited)
             lines: list[str] = []
             for sub in body:
                 if sub[0] == "md":
@@ -811,6 +808,9 @@ def convert(executed, ctx: BookContext | None, edition: str = ANSWERS, where: st
                         lines += ["", "```python", sub[1].source.rstrip("\n"), "```"]
                     if not tags & {"remove-output"}:
                         lines += _output_markdown(sub[1])
+            if edition == STUDENTS:  # converted (checked, headings counted), not shown
+                ctx.cited[:] = cited
+                continue
             add_md("\n".join(_details(f"<b>Solution to Exercise {num}</b> (click to show)",
                                       lines)))
     if conv is not None and ctx.cited:

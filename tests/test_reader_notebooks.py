@@ -374,3 +374,11 @@ def test_site_launch_buttons_open_the_reader_notebook(chapter):
     assert f"lab/tree/book/{chapter}.md" not in html, "no launch of the MyST source"
     served = _built(BUILD / "html" / "notebooks" / f"{chapter}.ipynb").read_text()
     assert (BUILD / "html" / "_sources" / "book" / f"{chapter}.ipynb").read_text() == served
+
+
+@pytest.mark.parametrize("edition", [mk.ANSWERS, mk.STUDENTS])
+def test_unknown_construct_in_a_solution_fails_in_both_editions(edition):
+    solution = "```{solution-start} ex-test-one\n```\nSee {term}`x`.\n```{solution-end}\n```"
+    with pytest.raises(mk.ConversionError, match="unknown role"):
+        convert(notebook(CHAPTER + EXERCISE.split("```{solution-start}")[0] + solution),
+                edition, n=1, slope=1.0)
