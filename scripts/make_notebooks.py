@@ -21,7 +21,8 @@ Any MyST construct the converter does not know stops it with an error that names
 and the construct (chapters may use only what chapters 1-3 use).
 
 Inputs (all written by ``jupyter-book build``):
-  _build/jupyter_execute/book/<chapter>.ipynb    executed notebook (cells and outputs)
+  _build/jupyter_execute/book/<chapter>.ipynb    executed notebook (its cells), and
+  _build/.jupyter_cache                           its outputs
   _build/jupyter_execute/book/<chapter>.glue.json the glued values
   _build/.doctrees/environment.pickle            numbers of figures, equations, sections,
                                                  exercises; labels; the bibliography
@@ -897,10 +898,21 @@ def config(root: Path = ROOT) -> dict:
 
 
 def read_executed(docname: str, build: Path = BUILD):
+    """The chapter as the build executed it, outputs included. The cells come from
+    _build/jupyter_execute (what the build read); the outputs from the build's jupyter-cache
+    (myst-nb writes the .ipynb without outputs when it took them from the cache)."""
+    from jupyter_cache import get_cache
+
     path = build / "jupyter_execute" / f"{docname}.ipynb"
     if not path.exists():
         raise ConversionError(f"{path} is missing: build the book first")
-    return nbformat.read(path, as_version=4)
+    nb = nbformat.read(path, as_version=4)
+    try:
+        _, merged = get_cache(build / ".jupyter_cache").merge_match_into_notebook(nb)
+    except KeyError as exc:
+        raise ConversionError(f"{docname}: no execution of it in the build's cache "
+                              f"({exc}); rebuild the book") from None
+    return merged
 
 
 def make_all(build: Path = BUILD, ref: str | None = None, out: Path | None = None,

@@ -1,9 +1,10 @@
 """Build the students' edition of the site: the book without the solutions of the exercises.
 
-It needs no second execution. It takes the notebooks the main build executed
-(``_build/jupyter_execute``), drops every solution (the gated ``solution-start`` ...
-``solution-end`` form and ``{solution}`` blocks: sphinx-exercise's ``hide_solutions`` crashes
-on the gated form), puts the glued values back, and builds that copy with execution off into
+It needs no second execution. It takes the notebooks the main build executed (cells from
+``_build/jupyter_execute``, outputs, glued values included, from its jupyter-cache), drops
+every solution (the gated ``solution-start`` ... ``solution-end`` form and ``{solution}``
+blocks: sphinx-exercise's ``hide_solutions`` crashes on the gated form), and builds that
+copy with execution off into
 ``_build/students/html``. The students' reader notebooks (from make_notebooks.py) replace the
 downloadable .ipynb files and are served under ``notebooks/``.
 
@@ -22,36 +23,57 @@ import nbformat
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_notebooks import (BUILD, ROOT, STUDENTS, chapters, publish_to_site,
-                            split_solutions)  # noqa: E402
+from make_notebooks import (BUILD, ROOT, STUDENTS, ConversionError, chapters,
+                            publish_to_site, read_executed, split_solutions)  # noqa: E402
 
 OUT = BUILD / "students"
-COPY = ["_toc.yml", "book", "benchmarks"]  # benchmarks: the Performance page includes a file
+# benchmarks: the Performance page includes a file; scripts and pyproject.toml: the launch
+# buttons (book/_ext/reader_launch.py) use make_notebooks.py
+COPY = ["_toc.yml", "book", "benchmarks", "scripts", "pyproject.toml", "requirements.txt"]
 
 
-def strip_solutions(nb, glue: dict, where: str):
-    """The executed notebook without solutions, with its glued values in a hidden cell."""
+def strip_solutions(nb, where: str):
+    """The executed notebook without its solutions."""
     cells = []
     for item in split_solutions(nb.cells, where):
         if item[0] == "md":
             cells.append(nbformat.v4.new_markdown_cell(item[1]))
         elif item[0] == "code":
             cells.append(item[1])
-    glued = nbformat.v4.new_code_cell("# the values glued into the text by the book's run")
-    glued.metadata = {"tags": ["remove-cell"]}
-    glued.outputs = []
-    for output in glue.values():  # the build stores them without their mime prefix
-        prefix = output["metadata"]["scrapbook"]["mime_prefix"]
-        output = dict(output, data={prefix + k: v for k, v in output["data"].items()})
-        glued.outputs.append(nbformat.from_dict(output))
-    glued.execution_count = None
     stripped = nbformat.from_dict(dict(nb))
     stripped.metadata.pop("source_map", None)  # the cells have changed
-    stripped.cells = [glued] + cells
+    stripped.cells = cells
     return stripped
 
 
+def executed(docname: str):
+    """The executed notebook; for a page myst-nb did not cache (Performance), the .ipynb it
+    wrote, with the glued values put back (the build keeps them in a .glue.json)."""
+    try:
+        return read_executed(docname)
+    except ConversionError:
+        path = BUILD / "jupyter_execute" / f"{docname}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        glue = json.loads(path.with_suffix(".glue.json").read_text())
+        cell = nbformat.v4.new_code_cell("# the values glued into the text by the build")
+        cell.metadata = {"tags": ["remove-cell"]}
+        for output in glue.values():  # stored without their mime prefix
+            prefix = output["metadata"]["scrapbook"]["mime_prefix"]
+            output = dict(output, data={prefix + k: v for k, v in output["data"].items()})
+            cell.outputs.append(nbformat.from_dict(output))
+        nb.cells.insert(0, cell)
+        return nb
+
+
 def main() -> int:
+    try:
+        return _main()
+    except ConversionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _main() -> int:
     src = OUT / "src"
     if src.exists():
         shutil.rmtree(src)
@@ -63,21 +85,16 @@ def main() -> int:
         elif path.exists():
             shutil.copy2(path, src / name)
     for docname in chapters() + ["book/performance"]:
-        executed = BUILD / "jupyter_execute" / f"{docname}.ipynb"
-        if not executed.exists():
-            print(f"error: {executed} is missing: run scripts/build-book.sh first",
-                  file=sys.stderr)
-            return 1
-        glue_file = executed.with_suffix(".glue.json")
-        glue = json.loads(glue_file.read_text()) if glue_file.exists() else {}
-        nb = strip_solutions(nbformat.read(executed, as_version=4), glue, f"{docname}.md")
+        nb = strip_solutions(executed(docname), f"{docname}.md")
         (src / f"{docname}.md").unlink()
         nbformat.write(nb, src / f"{docname}.ipynb")
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["title"] = config["title"] + " (students' edition)"
     config["execute"]["execute_notebooks"] = "off"
+    config["sphinx"].setdefault("config", {})["reader_notebooks_edition"] = STUDENTS
     (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(src), "--builder", "html", "-W", "-n",
+    jupyter_book = Path(sys.executable).parent / "jupyter-book"
+    subprocess.run([str(jupyter_book), "build", str(src), "--builder", "html", "-W", "-n",
                     "--keep-going", "--path-output", str(OUT)], check=True)
     site = OUT / "html"
     if site.exists():

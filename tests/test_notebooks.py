@@ -2,7 +2,9 @@
 readers run it: the reader notebook's code (scripts/make_notebooks.py: the install cell
 first, myst_nb's glue with its fallback, the hidden cells) in a folder of its own that holds
 nothing but the notebook, so a chapter that reads a file outside lmmlib (../tests, ...)
-fails here. The code cells are the same in the answer key and the students' edition (the
+fails here, and in the readers' environment: a kernel in a virtual environment made from
+binder/requirements.txt, with lmmlib installed (not editable) and only what a Jupyter image
+brings besides (ipykernel, Jinja2), so a chapter that imports a package Binder lacks fails. The code cells are the same in the answer key and the students' edition (the
 answer key shows solutions as text); the build executes the solutions.
 
 The chapters are the MyST markdown notebooks listed in ``_toc.yml``; each is read with
@@ -12,8 +14,12 @@ of the library's tests.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import subprocess
 import sys
+import venv
 from pathlib import Path
 
 import pytest
@@ -37,9 +43,47 @@ NOTEBOOKS = [p for p in _toc_files() if p.exists() and _is_notebook(p)]
 CHAPTERS = [ROOT / f"{name}.md" for name in make_notebooks.chapters()]
 
 
+READER_ENV = ROOT / "_build" / "reader-venv"
+KERNEL = "lmm-reader"
+
+
+def _pinned(*names: str) -> list[str]:
+    pins = {k.lower(): v for k, v in make_notebooks._pins().items()}
+    return [f"{n}=={pins[n.lower()]}" for n in names]
+
+
+@pytest.fixture(scope="session")
+def reader_kernel():
+    """The readers' environment (made once, remade when binder/ changes), with lmmlib
+    reinstalled from this checkout, as a kernel named KERNEL."""
+    extras = _pinned("ipykernel", "Jinja2")  # what every Jupyter image has
+    want = hashlib.sha256(((ROOT / "binder" / "requirements.txt").read_text()
+                           + " ".join(extras)).encode()).hexdigest()
+    stamp = READER_ENV / ".binder.sha256"
+    python = READER_ENV / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    if not stamp.exists() or stamp.read_text() != want:
+        venv.create(READER_ENV, with_pip=True, clear=True)
+        subprocess.run(pip + ["-r", str(ROOT / "binder" / "requirements.txt"), *extras],
+                       check=True)
+        subprocess.run([str(python), "-m", "ipykernel", "install", "--prefix",
+                        str(READER_ENV), "--name", KERNEL], check=True,
+                       stdout=subprocess.DEVNULL)
+        stamp.write_text(want)
+    # lmmlib as binder/postBuild installs it: from this checkout, not editable
+    subprocess.run(pip + ["--no-deps", "--force-reinstall", str(ROOT)], check=True)
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = str(READER_ENV / "share" / "jupyter")
+    yield KERNEL
+    if old is None:
+        os.environ.pop("JUPYTER_PATH")
+    else:
+        os.environ["JUPYTER_PATH"] = old
+
+
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_executes_cleanly(path: Path, tmp_path: Path) -> None:
+def test_notebook_executes_cleanly(path: Path, tmp_path: Path, request) -> None:
     jupytext = pytest.importorskip("jupytext")
     nbclient = pytest.importorskip("nbclient")
     nb = jupytext.read(path)
@@ -48,10 +92,11 @@ def test_notebook_executes_cleanly(path: Path, tmp_path: Path) -> None:
                                     repo_url="https://example.invalid/none", ref="none")
         folder = tmp_path
         assert list(folder.iterdir()) == []
+        kernel = request.getfixturevalue("reader_kernel")
     else:  # the About pages read the repository (benchmark results): run them in place
-        folder = path.parent
+        folder, kernel = path.parent, "python3"
     client = nbclient.NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+        nb, timeout=600, kernel_name=kernel, resources={"metadata": {"path": str(folder)}}
     )
     client.execute()
     stderr = [

@@ -382,3 +382,14 @@ def test_unknown_construct_in_a_solution_fails_in_both_editions(edition):
     with pytest.raises(mk.ConversionError, match="unknown role"):
         convert(notebook(CHAPTER + EXERCISE.split("```{solution-start}")[0] + solution),
                 edition, n=1, slope=1.0)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_students_site_launches_the_students_notebooks(chapter):
+    html = _built(BUILD / "students" / "html" / "book" / f"{chapter}.html").read_text()
+    assert f"blob/notebooks/students/{chapter}.ipynb" in html
+    assert "/answers/" not in html
+    # the figures and the glued numbers of the build's run, without executing again
+    answers = (BUILD / "html" / "book" / f"{chapter}.html").read_text()
+    assert html.count("<img") == answers.count("<img") > 0
+    assert html.count("pasted-text") > 0.8 * answers.count("pasted-text")

@@ -27,7 +27,7 @@ def _launch_buttons(app, pagename, templatename, context, doctree):
         buttons.remove(group)
     if pagename not in chapters():
         return
-    urls = launch_urls(Path(pagename).name)
+    urls = launch_urls(Path(pagename).name, app.config.reader_notebooks_edition)
     buttons.append({
         "type": "group",
         "tooltip": "Run this chapter as a notebook",
@@ -43,6 +43,8 @@ def _launch_buttons(app, pagename, templatename, context, doctree):
 
 
 def setup(app):
+    # "students" in the students' edition (scripts/students_edition.py)
+    app.add_config_value("reader_notebooks_edition", "answers", "html")
     # after sphinx-book-theme's own launch buttons (priority 500)
     app.connect("html-page-context", _launch_buttons, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
