@@ -321,7 +321,10 @@ def _free_port() -> int:
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no browser: {CHROMIUM} is absent")
 def test_chapter_renders_as_a_notebook_in_jupyterlab(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
+    if IN_CI:  # CI installs playwright (requirements.txt) and Debian's chromium (.ci/run)
+        from playwright import sync_api
+    else:
+        sync_api = pytest.importorskip("playwright.sync_api")
     chapter = CHAPTERS[-1]
     src = _built(BUILD / "notebooks" / mk.ANSWERS / f"{chapter}.ipynb")
     (tmp_path / src.name).write_bytes(src.read_bytes())
