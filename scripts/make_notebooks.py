@@ -507,7 +507,34 @@ def _trim(lines: list[str]) -> list[str]:
 
 
 def _quote(lines: list[str]) -> list[str]:
-    return [f"> {line}".rstrip() for line in lines]
+    return [f"> {line}".rstrip() for line in _unwrap_math(lines)]
+
+
+def _odd_dollars(line: str) -> bool:
+    return len(re.findall(r"(?<![\\$])\$(?!\$)", line)) % 2 == 1
+
+
+def _unwrap_math(lines: list[str]) -> list[str]:
+    """Maths on one line each. Jupyter takes the maths out of a markdown cell before it
+    parses the markdown, so in a block quote the "> " of a continuation line would end up
+    inside a formula that spans lines."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.strip() == "$$":  # a display: one line
+            j = i + 1
+            while j < len(lines) and lines[j].strip() != "$$":
+                j += 1
+            out.append("$$ " + " ".join(x.strip() for x in lines[i + 1:j]) + " $$")
+            i = j + 1
+            continue
+        while _odd_dollars(line) and i + 1 < len(lines) and lines[i + 1].strip():
+            i += 1
+            line = line.rstrip() + " " + lines[i].strip()
+        out.append(line)
+        i += 1
+    return out
 
 
 def _details(summary: str, body: list[str]) -> list[str]:

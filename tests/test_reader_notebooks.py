@@ -396,3 +396,15 @@ def test_students_site_launches_the_students_notebooks(chapter):
     answers = (BUILD / "html" / "book" / f"{chapter}.html").read_text()
     assert html.count("<img") == answers.count("<img") > 0
     assert html.count("pasted-text") > 0.8 * answers.count("pasted-text")
+
+
+def test_maths_in_a_block_quote_stays_on_one_line():
+    """Jupyter removes the maths before it parses markdown: a formula broken over two lines
+    of a block quote would keep the "> " of the second line."""
+    nb = convert(notebook(
+        "# Title\n\n## The second section\n\n### Sub\n\n:::{admonition} Box\n:class: note\n"
+        "A formula $\\mathcal N(\\mathbf 0,\n\\mathbf V)$ broken, and a display\n\n$$\n"
+        "a = b\\\\\nc = d\n$$\n:::"))
+    md = markdown_of(nb)
+    assert "> A formula $\\mathcal N(\\mathbf 0, \\mathbf V)$ broken, and a display" in md
+    assert "> $$ a = b\\\\ c = d $$" in md
