@@ -1,0 +1,400 @@
+"""Minimising the profiled criterion over theta: bounded quasi-Newton with a Newton check.
+
+The profiled REML criterion or deviance (:mod:`lmmlib.pls`) is a smooth function of a few
+parameters theta, some bounded below by 0.  :func:`optimize_theta` minimises it with
+L-BFGS-B (a bounded quasi-Newton method) on finite-difference gradients and then checks the
+result with the *Newton decrement*
+
+    delta = g' H^{-1} g / 2,
+
+the decrease of the criterion that a Newton step from theta would still achieve (``g`` the
+gradient, ``H`` the Hessian, both restricted to the parameters not held at a bound).
+
+Why that test: the criterion is on the deviance scale (-2 log-likelihood), whose Hessian is
+twice the observed information, i.e. twice the inverse covariance of the estimates.  So
+``delta`` measures the distance to the optimum in units that depend neither on the units of
+the data nor on the number of observations: the criterion is about ``delta`` above its minimum
+and theta about ``sqrt(delta)`` standard errors from it.  A test relative to the size of the
+criterion, or on the raw gradient, would not: the criterion grows with n (about 1e7 for a
+million rows), and the gradient scales with the units of the predictors.  (The optimiser is
+given theta for columns scaled to a root mean square near 1, see :mod:`lmmlib.pls`, so that the
+starting point and the finite-difference steps suit every problem alike.)
+
+>>> target = np.array([2.0, -1.0])
+>>> theta, info = optimize_theta(lambda t: float((t - target) @ (t - target)),
+...                              np.ones(2), np.array([0.0, -np.inf]))
+>>> theta.round(6).tolist(), info["converged"]
+([2.0, -1.0], True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import optimize
+
+__all__ = ["optimize_theta", "finite_difference_gradient", "gradient_and_hessian",
+           "difference_steps"]
+
+#: a result is accepted when the predicted further decrease of the criterion is below this
+#: (deviance units: theta is then within about 1e-4 standard errors of the optimum)
+DECREMENT_TOL = 1e-8
+#: an L-BFGS-B pass stops when an iteration lowers the criterion by less than this
+ITERATION_TOL = 1e-9
+#: L-BFGS-B stops after this many evaluations in a row next to the best point without progress
+STALL_LIMIT = 2
+#: relative rounding error of one evaluation of the criterion (a few machine epsilons)
+NOISE = 1e-15
+
+
+def difference_steps(x: np.ndarray, central: bool) -> np.ndarray:
+    """Finite-difference steps: ``4e-6 max(1, |x_i|)`` (central) or ``1e-7 max(1, |x_i|)``."""
+    return (4e-6 if central else 1e-7) * np.maximum(1.0, np.abs(x))
+
+
+def finite_difference_gradient(f, x, fx, lower, central=True, step=None):
+    """Gradient of ``f`` at ``x`` by finite differences, never stepping below ``lower``.
+
+    Forward differences ``(f(x + h e_i) - f(x)) / h`` cost one evaluation per parameter;
+    central differences ``(f(x + h e_i) - f(x - h e_i)) / 2h`` are accurate to O(h^2), and at a
+    bound the one-sided ``(-3 f(x) + 4 f(x + h e_i) - f(x + 2h e_i)) / 2h`` is used instead.
+    Steps from :func:`difference_steps`, or ``step max(1, |x_i|)`` (central differences).
+    """
+    g = np.empty_like(x)
+    if step is not None:
+        central = True
+    steps = difference_steps(x, central) if step is None else step * np.maximum(1.0, np.abs(x))
+    for i, h in enumerate(steps):
+        e = np.zeros_like(x)
+        e[i] = h
+        if not central:
+            g[i] = (f(x + e) - fx) / h
+        elif x[i] - h >= lower[i]:
+            g[i] = (f(x + e) - f(x - e)) / (2 * h)
+        else:
+            g[i] = (-3 * fx + 4 * f(x + e) - f(x + 2 * e)) / (2 * h)
+    return g
+
+
+def gradient_and_hessian(f, x, fx, lower, h=1e-3, h_gradient=1e-5):
+    """Gradient and Hessian of ``f`` at ``x`` by finite differences, ``p(p + 7)/2`` values.
+
+    The gradient by central differences with steps ``h_gradient max(1, |x_i|)`` (one-sided,
+    ``(-3 f(x) + 4 f(x + h e_i) - f(x + 2h e_i)) / 2h``, where ``x - h e_i`` is below
+    ``lower``): a small step, since the error of a central difference grows with ``h^2``
+    times the third derivative, which is large for a criterion with a large curvature.  The
+    Hessian with steps ``h_i = h max(1, |x_i|)``: ``H_ii = (f_+ - 2 f + f_-) / h_i^2`` (or the
+    one-sided ``(f - 2 f(x + h e_i) + f(x + 2h e_i)) / h_i^2``) and ``H_ij = (f(x + h_i e_i +
+    h_j e_j) - f(x + h_i e_i) - f(x + h_j e_j) + f) / (h_i h_j)``: a step large enough that
+    rounding in f (about 1e-8 for a criterion near 1e7) does not swamp second differences.
+
+    >>> g, H = gradient_and_hessian(lambda t: t[0] ** 2 + t[0] * t[1], np.array([1.0, 2.0]),
+    ...                             3.0, np.zeros(2))
+    >>> g.round(6).tolist(), H.round(6).tolist()
+    ([4.0, 1.0], [[2.0, 1.0], [1.0, 0.0]])
+    """
+    p = len(x)
+    g = finite_difference_gradient(f, x, fx, lower, step=h_gradient)
+    steps = h * np.maximum(1.0, np.abs(x))
+    E = np.diag(steps)
+    f_plus = np.array([f(x + E[i]) for i in range(p)])
+    H = np.empty((p, p))
+    for i in range(p):
+        if x[i] - steps[i] >= lower[i]:
+            H[i, i] = (f_plus[i] - 2 * fx + f(x - E[i])) / steps[i] ** 2
+        else:
+            H[i, i] = (fx - 2 * f_plus[i] + f(x + 2 * E[i])) / steps[i] ** 2
+        for j in range(i):
+            f_ij = f(x + E[i] + E[j])
+            H[i, j] = H[j, i] = (f_ij - f_plus[i] - f_plus[j] + fx) / (steps[i] * steps[j])
+    return g, H
+
+
+def _free(theta, g, lower):
+    """Parameters not held at their bound: at the bound with g > 0 the minimum is there."""
+    return ~((theta <= lower) & (g > 0))
+
+
+def _newton_step(g, H, theta, lower):
+    """Newton decrement and step on the free parameters; (inf, None) if H is not positive
+    definite there."""
+    free = _free(theta, g, lower)
+    step = np.zeros_like(theta)
+    if not free.any():
+        return 0.0, step
+    H_free = H[np.ix_(free, free)]
+    try:
+        np.linalg.cholesky(H_free)
+    except np.linalg.LinAlgError:
+        return np.inf, None
+    direction = np.linalg.solve(H_free, g[free])
+    step[free] = -direction
+    return 0.5 * float(g[free] @ direction), step
+
+
+def _descent_from_boundary(f, theta, ftheta, lower, step=1e-3):
+    """A point just inside the bounds with a lower objective than ``theta``, or None.
+
+    The profiled criteria are even functions of a diagonal template element that is 0 (the
+    sign of a column of T does not change T T'), so their derivative there is 0 whatever the
+    curvature, and a gradient method can stop at such a point even when it is a maximum in
+    that direction; near 0 the derivative is nearly 0 for the same reason.  Moving such an
+    element to ``step`` tells whether the objective decreases away from the boundary.
+    """
+    for i in np.flatnonzero((lower == 0) & (theta < step)):
+        trial = theta.copy()
+        trial[i] = step
+        if f(trial) < ftheta:
+            return trial
+    return None
+
+
+class _Stalled(Exception):
+    """L-BFGS-B's line search keeps evaluating points no better than the best one."""
+
+
+class _Evaluations:
+    """The objective with a count of evaluations and the best point seen.
+
+    A point where the factorization fails (numerically not positive definite at an extreme
+    theta) gets the value inf, which makes the line search step back.
+    """
+
+    def __init__(self, objective):
+        self.objective = objective
+        self.count = 0
+        self.best_value, self.best_theta = np.inf, None
+        self.last_theta = self.last_gradient = None
+        self.stalled = 0
+
+    def __call__(self, theta: np.ndarray) -> float:
+        self.count += 1
+        try:
+            value = float(self.objective(theta))
+        except np.linalg.LinAlgError:
+            return np.inf
+        if value < self.best_value:
+            self.best_value, self.best_theta = value, theta.copy()
+        return value
+
+    def with_gradient(self, theta: np.ndarray, lower: np.ndarray, central: bool):
+        """Value and finite-difference gradient, for L-BFGS-B.
+
+        Raises :class:`_Stalled` after ``STALL_LIMIT`` calls in a row at points within 1e-4 of
+        the best one that do not improve on it by ``ITERATION_TOL``: at the optimum, rounding
+        in f can make the line search try 20 or 40 points before it gives up.
+        """
+        best_value, best_theta = self.best_value, self.best_theta
+        value = self(theta)
+        near = best_theta is not None and np.max(np.abs(theta - best_theta)) < 1e-4
+        stalled = near and value >= best_value - ITERATION_TOL
+        self.stalled = self.stalled + 1 if stalled else 0
+        if self.stalled >= STALL_LIMIT:
+            raise _Stalled
+        g = finite_difference_gradient(self, theta, value, lower, central)
+        self.last_theta, self.last_gradient = theta.copy(), g
+        return value, g
+
+
+def _lbfgsb(f: _Evaluations, theta, lower, central: bool) -> tuple:
+    """One L-BFGS-B run from ``theta``, stopped once an iteration gains < ITERATION_TOL or the
+    line search stalls.  Returns ``(x, value, message, inverse_hessian)``.
+
+    After a stall, the inverse-Hessian approximation is rebuilt from the iterates and their
+    gradients (the pairs L-BFGS-B itself keeps), or None if there are none.
+    """
+    previous = [np.inf]
+    iterates = []  # (theta, gradient) after each iteration
+
+    def stop_when_flat(intermediate_result):
+        if np.array_equal(f.last_theta, intermediate_result.x):
+            iterates.append((f.last_theta, f.last_gradient, intermediate_result.fun))
+        if previous[0] - intermediate_result.fun < ITERATION_TOL:
+            raise StopIteration
+        previous[0] = intermediate_result.fun
+
+    f.stalled = 0
+    try:
+        res = optimize.minimize(
+            lambda t: f.with_gradient(t, lower, central),
+            theta,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=optimize.Bounds(lower, np.full_like(lower, np.inf)),
+            options={"ftol": 1e-12, "gtol": 1e-7, "maxiter": 1000, "maxcor": 20},
+            callback=stop_when_flat,
+        )
+    except _Stalled:
+        message = f"line search stalled after {STALL_LIMIT} trials"
+        if not iterates or iterates[-1][2] > f.best_value + DECREMENT_TOL:
+            return f.best_theta, f.best_value, message, None
+        f.last_theta, f.last_gradient, value = iterates[-1]
+        return f.last_theta, value, message, _inverse_hessian(iterates)
+    message = str(res.message)
+    if "StopIteration" in message:
+        message = f"an iteration gained < {ITERATION_TOL:g}"
+    return np.asarray(res.x, dtype=float), float(res.fun), message, res.hess_inv
+
+
+def _inverse_hessian(iterates, memory: int = 20):
+    """L-BFGS's inverse-Hessian approximation from successive (theta, gradient) pairs."""
+    pairs = [(x1 - x0, g1 - g0) for (x0, g0, _), (x1, g1, _) in zip(iterates, iterates[1:])]
+    pairs = [(s, y) for s, y in pairs[-memory:] if s @ y > 1e-12 * np.linalg.norm(s) ** 2]
+    if not pairs:
+        return None
+    return optimize.LbfgsInvHessProduct(np.array([s for s, _ in pairs]),
+                                        np.array([y for _, y in pairs]))
+
+
+def _decrement(g, inverse_hessian, theta, value, lower, noise=None) -> tuple[float, float]:
+    """Newton decrement ``g' H^{-1} g / 2`` of a forward-difference gradient on the free
+    parameters, and the same of its rounding error: ``noise / h`` per component, ``noise``
+    the rounding error of f (default ``NOISE |f|``), which matters when the criterion is
+    large; ``inverse_hessian(v)`` applies ``H^{-1}``."""
+    free = _free(theta, g, lower)
+    g = np.where(free, g, 0.0)
+    noise = NOISE * max(1.0, abs(value)) if noise is None else noise
+    error = np.where(free, noise / difference_steps(theta, False), 0.0)
+    return 0.5 * float(g @ inverse_hessian(g)), 0.5 * float(error @ inverse_hessian(error))
+
+
+def _measured_noise(f, theta, value) -> float:
+    """The rounding error of f at theta, measured: twice the largest change of f between theta
+    and two points that differ from it by one part in 1e13 (which moves the true value by far
+    less), but at least two machine epsilons of |f|."""
+    changes = [abs(f(theta * (1 + 1e-13 * sign)) - value) for sign in (1, -1)]
+    return max(2 * max(changes), 4.4e-16 * abs(value))
+
+
+def _accept(f, g, inverse_hessian, theta, value, lower) -> tuple[bool, float]:
+    """Whether the decrement is below ``DECREMENT_TOL`` allowing for rounding: first with the
+    assumed ``NOISE``, then, if only that allowance stands in the way, with the measured one."""
+    decrement, error = _decrement(g, inverse_hessian, theta, value, lower)
+    if decrement < DECREMENT_TOL <= decrement + error:
+        noise = _measured_noise(f, theta, value)
+        decrement, error = _decrement(g, inverse_hessian, theta, value, lower, noise)
+    return decrement + error < DECREMENT_TOL, decrement
+
+
+def _quasi_newton(f: _Evaluations, theta, lower, hessian, max_iter: int = 50):
+    """BFGS from a known Hessian, for a start near the minimum (a refit): Newton steps with
+    the current approximation ``B`` (projected on the bounds, backtracked), forward-difference
+    gradients, and the BFGS update of ``B``.  Returns ``(theta, value, decrement, converged)``;
+    not converged if ``B`` stops being positive definite or a step cannot lower the value."""
+    B = np.array(hessian, dtype=float)
+    value = f(theta)
+    g = finite_difference_gradient(f, theta, value, lower, central=False)
+    for _ in range(max_iter):
+        free = _free(theta, g, lower)
+        B_free = B[np.ix_(free, free)]
+        try:
+            np.linalg.cholesky(B_free)
+        except np.linalg.LinAlgError:
+            break
+        B_inv = np.zeros_like(B)
+        B_inv[np.ix_(free, free)] = np.linalg.inv(B_free)
+
+        def inverse_hessian(v, B_inv=B_inv):
+            return B_inv @ v
+
+        accepted, decrement = _accept(f, g, inverse_hessian, theta, value, lower)
+        if accepted:
+            return theta, value, decrement, True
+        step = -inverse_hessian(g)
+        for t in 0.5 ** np.arange(20):
+            trial = np.maximum(theta + t * step, lower)
+            trial_value = f(trial)
+            if trial_value < value - 1e-4 * t * decrement:  # sufficient decrease (Armijo)
+                break
+        else:
+            break
+        trial_g = finite_difference_gradient(f, trial, trial_value, lower, central=False)
+        s, y = trial - theta, trial_g - g
+        if s @ y > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):  # curvature condition
+            Bs = B @ s
+            B = B - np.outer(Bs, Bs) / (s @ Bs) + np.outer(y, y) / (s @ y)
+        theta, value, g = trial, trial_value, trial_g
+    return theta, value, np.inf, False
+
+
+def optimize_theta(
+    objective, start: np.ndarray, lower: np.ndarray, max_passes: int = 4, hessian=None
+) -> tuple[np.ndarray, dict]:
+    """Minimise ``objective(theta)`` subject to ``theta >= lower``.
+
+    0. With ``hessian`` (the Hessian near ``start``, e.g. at the estimate of a fit being
+       refitted), quasi-Newton steps from it (:func:`_quasi_newton`), which need far fewer
+       evaluations than L-BFGS-B from a good start; if they do not converge, go on with 1.
+    1. L-BFGS-B with forward-difference gradients, stopped when an iteration lowers the
+       objective by less than ``ITERATION_TOL`` or ``STALL_LIMIT`` evaluations in a row bring
+       no such progress.
+    2. A point with a variance at 0 that is not a minimum along that variance (see
+       :func:`_descent_from_boundary`) is left for the interior and the search resumes.
+    3. The Newton decrement is computed with L-BFGS-B's own inverse-Hessian approximation and
+       the gradient it already has (no extra evaluations); if it is below ``DECREMENT_TOL``
+       even allowing for rounding in the forward differences (:func:`_accept`), the point
+       is accepted.
+    4. Otherwise a finite-difference Hessian (:func:`gradient_and_hessian`) gives the decrement
+       exactly; if it is still too large, the (projected, backtracked) Newton step is taken and
+       the check repeated, or, if the Hessian is not positive definite, L-BFGS-B runs again
+       with central differences.
+
+    At most ``max_passes`` rounds; ``converged`` is False if none accepted the point.
+    Returns the minimiser and ``optinfo``: ``{"optimizer", "n_evaluations", "converged",
+    "message", "objective", "passes", "decrement"}``.
+    """
+    f = _Evaluations(objective)
+    lower = np.asarray(lower, dtype=float)
+    theta = np.asarray(start, dtype=float)
+    converged, decrement, message, newton, passes = False, np.inf, "", False, 0
+    if hessian is not None:
+        theta, value, decrement, converged = _quasi_newton(f, theta, lower, hessian)
+        message = "quasi-Newton from the given Hessian"
+        if converged and _descent_from_boundary(f, theta, value, lower) is not None:
+            converged = False
+        if not converged:
+            theta = f.best_theta
+    for attempt in range(0 if converged else max_passes):
+        passes = attempt + 1
+        if not newton:
+            theta, value, message, hess_inv = _lbfgsb(f, theta, lower, central=attempt > 0)
+            message = f"L-BFGS-B: {message}"
+            if f.best_value < value - DECREMENT_TOL:  # after an abnormal stop, an earlier iterate
+                theta, value = f.best_theta, f.best_value
+        else:
+            theta, value = f.best_theta, f.best_value
+        inside = _descent_from_boundary(f, theta, value, lower)
+        if inside is not None:  # a stationary point on the boundary that is not a minimum
+            theta, newton = inside, False
+            continue
+        if not newton and hess_inv is not None and np.array_equal(f.last_theta, theta):
+            # L-BFGS-B's forward-difference gradient at theta is at hand
+            accepted, decrement = _accept(f, f.last_gradient, hess_inv.matvec, theta, value, lower)
+            if accepted:
+                converged = True
+                break
+        g, H = gradient_and_hessian(f, theta, value, lower)
+        decrement, step = _newton_step(g, H, theta, lower)
+        if decrement < DECREMENT_TOL:
+            converged = True
+            break
+        newton = step is not None and attempt + 1 < max_passes
+        if newton:  # a backtracking Newton step, clipped to the bounds
+            for t in 0.5 ** np.arange(20):
+                if f(np.maximum(theta + t * step, lower)) < value:
+                    break
+            message = "Newton step from a finite-difference Hessian"
+        else:
+            theta = f.best_theta
+    if converged:
+        message = f"predicted further decrease {decrement:.2g} < {DECREMENT_TOL:g} ({message})"
+    info = {
+        "optimizer": "L-BFGS-B (scipy.optimize.minimize), finite-difference gradient"
+        + (", after quasi-Newton steps from a given Hessian" if hessian is not None else ""),
+        "n_evaluations": f.count,
+        "converged": converged,
+        "message": message,
+        "objective": float(f.best_value),
+        "passes": passes,
+        "decrement": float(decrement),
+    }
+    return np.asarray(f.best_theta, dtype=float), info
