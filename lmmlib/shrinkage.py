@@ -63,6 +63,7 @@ __all__ = [
     "shrinkage_matrix",
     "trigamma_inverse",
     "fit_f_dist",
+    "natural_spline_basis",
     "squeeze_var",
     "SqueezedVar",
     "moderated_t",
@@ -289,7 +290,7 @@ def _check_variances(var, df):
     return var, df
 
 
-def fit_f_dist(var, df) -> tuple[float, float]:
+def fit_f_dist(var, df, covariate=None) -> tuple[float | np.ndarray, float]:
     r"""Fit :math:`s_g^2 \sim s_0^2 F_{d_g, d_0}` by moments of :math:`\log s_g^2`
     (Smyth 2004, section 6; limma's ``fitFDist``).  Returns ``(var_prior, df_prior)``.
 
@@ -309,6 +310,13 @@ def fit_f_dist(var, df) -> tuple[float, float]:
     2017), :math:`s_0^2` is the mean of the variances.  Zero variances are first raised to
     :math:`10^{-5}` times the median, as limma does, with a warning.
 
+    With a ``covariate`` (limma's ``trend=TRUE``, where it is each gene's average
+    log-expression), :math:`\bar e` becomes a natural cubic spline in the covariate with
+    :math:`\min(4, \#\text{distinct values})` basis functions (boundary knots at the range,
+    interior knots at equally spaced quantiles: the space of R's ``ns(x, df, intercept =
+    TRUE)``), :math:`S_e^2` its residual mean square, and ``var_prior`` one value per gene
+    (Phipson et al. 2016).
+
     >>> z = np.log(4.0) + np.array([-1.0, 0.0, 1.0]) * np.pi / np.sqrt(3)
     >>> [round(v, 8) for v in fit_f_dist(np.exp(z), 2)]  # S_e^2 = pi^2/3 = 2 psi'(1)
     [4.0, 2.0]
@@ -324,26 +332,76 @@ def fit_f_dist(var, df) -> tuple[float, float]:
                       "(as limma)", UserWarning, stacklevel=2)
     var = np.maximum(var, 1e-5 * median)
     e = np.log(var) - special.digamma(df / 2) + np.log(df / 2)
-    excess = np.var(e, ddof=1) - np.mean(special.polygamma(1, df / 2))
+    if covariate is None:
+        e_mean, e_var = np.mean(e), np.var(e, ddof=1)
+    else:
+        basis = natural_spline_basis(_check_covariate(covariate, var.size))
+        coef, *_ = np.linalg.lstsq(basis, e, rcond=None)
+        e_mean = basis @ coef
+        rank = np.linalg.matrix_rank(basis)
+        if var.size <= rank:
+            raise LmmInputError(f"{var.size} genes cannot estimate a trend with {rank} "
+                                "basis functions")
+        e_var = np.sum((e - e_mean) ** 2) / (var.size - rank)
+    excess = e_var - np.mean(special.polygamma(1, df / 2))
     if excess <= 0:
-        return float(np.mean(var)), np.inf
-    df_prior = 2 * trigamma_inverse(excess)
-    var_prior = np.exp(np.mean(e) + special.digamma(df_prior / 2) - np.log(df_prior / 2))
-    return float(var_prior), float(df_prior)
+        var_prior = np.mean(var) if covariate is None else np.exp(e_mean)
+        return var_prior, np.inf
+    df_prior = float(2 * trigamma_inverse(excess))
+    var_prior = np.exp(e_mean + special.digamma(df_prior / 2) - np.log(df_prior / 2))
+    return (float(var_prior) if covariate is None else var_prior), df_prior
+
+
+def _check_covariate(covariate, n):
+    x = np.asarray(covariate, dtype=float)
+    if x.shape != (n,):
+        raise LmmInputError(f"covariate needs one value per gene ({n}), got shape {x.shape}")
+    if np.any(~np.isfinite(x)):
+        raise LmmInputError("covariate has missing or infinite values")
+    return x
+
+
+def natural_spline_basis(x, df: int = 4) -> np.ndarray:
+    r"""A basis of the natural cubic splines in ``x`` with ``min(df, #distinct x)``
+    functions, intercept included: boundary knots at the range of ``x`` and ``K - 2``
+    interior knots at equally spaced quantiles (the column space of R's ``splines::ns(x,
+    df, intercept = TRUE)``).  Built from the truncated-power form of Hastie, Tibshirani and
+    Friedman (2009), eqs. 5.4-5.5: :math:`N_1 = 1`, :math:`N_2 = x`, :math:`N_{k+2} =
+    d_k - d_{K-1}` with :math:`d_k(x) = ((x-\xi_k)_+^3 - (x-\xi_K)_+^3)/(\xi_K - \xi_k)`.
+    Linear beyond the boundary knots.
+
+    >>> natural_spline_basis(np.arange(6.0)).shape
+    (6, 4)
+    """
+    x = np.asarray(x, dtype=float)
+    K = int(min(df, np.unique(x).size))
+    if K < 2:
+        return np.ones((x.size, 1))
+    knots = np.quantile(x, np.linspace(0, 1, K))
+    scale = knots[-1] - knots[0]
+    u = (x - knots[0]) / scale          # a scale-free basis: better conditioned
+    xi = (knots - knots[0]) / scale
+
+    def d(k):
+        return (np.maximum(u - xi[k], 0) ** 3 - np.maximum(u - xi[-1], 0) ** 3) / (xi[-1] - xi[k])
+
+    columns = [np.ones_like(u), u] + [d(k) - d(K - 2) for k in range(K - 2)]
+    return np.column_stack(columns)
 
 
 @dataclass(frozen=True)
 class SqueezedVar:
     """Result of :func:`squeeze_var`, with limma's names: ``df_prior`` (:math:`d_0`, may be
     ``inf``), ``var_prior`` (:math:`s_0^2`) and ``var_post`` (:math:`\\tilde s_g^2`, one per
-    gene, a Series when the input was one)."""
+    gene, a Series when the input was one); with a covariate ``var_prior`` is one value per
+    gene."""
 
     df_prior: float
-    var_prior: float
+    var_prior: float | np.ndarray
     var_post: np.ndarray | pd.Series
 
 
-def squeeze_var(var, df) -> SqueezedVar:
+def squeeze_var(var, df, covariate=None) -> SqueezedVar:
     r"""Empirical-Bayes posterior variances, as limma's ``squeezeVar`` (Smyth 2004).
 
     Estimates the prior's degrees of freedom :math:`d_0` and scale :math:`s_0^2` from all
@@ -360,6 +418,8 @@ def squeeze_var(var, df) -> SqueezedVar:
     ----------
     var : array-like or Series, one variance :math:`s_g^2 \ge 0` per gene (at least 3)
     df : float or array-like, the residual degrees of freedom :math:`d_g > 0`
+    covariate : array-like, optional, one value per gene (limma's ``trend``): the prior
+        scale :math:`s_0^2` then follows a smooth trend in it (:func:`fit_f_dist`)
 
     >>> sq = squeeze_var([0.1, 0.5, 1.0, 2.0, 8.0], 3)
     >>> round(sq.df_prior, 3), round(sq.var_prior, 3), sq.var_post.round(3).tolist()
@@ -367,9 +427,9 @@ def squeeze_var(var, df) -> SqueezedVar:
     """
     index = var.index if isinstance(var, pd.Series) else None
     values, dfs = _check_variances(var, df)
-    var_prior, df_prior = fit_f_dist(values, dfs)
+    var_prior, df_prior = fit_f_dist(values, dfs, covariate)
     if np.isinf(df_prior):
-        post = np.full(values.shape, var_prior)
+        post = np.broadcast_to(var_prior, values.shape).astype(float)
     else:
         post = (df_prior * var_prior + dfs * values) / (df_prior + dfs)
     if index is not None:
@@ -377,7 +437,7 @@ def squeeze_var(var, df) -> SqueezedVar:
     return SqueezedVar(df_prior=df_prior, var_prior=var_prior, var_post=post)
 
 
-def moderated_t(expression, group) -> pd.DataFrame:
+def moderated_t(expression, group, trend: bool = False) -> pd.DataFrame:
     r"""Ordinary and moderated t statistics for a two-group comparison of every gene
     (limma's ``lmFit`` with design ``~ group`` followed by ``eBayes``; Smyth 2004).
 
@@ -401,12 +461,15 @@ def moderated_t(expression, group) -> pd.DataFrame:
     ----------
     expression : DataFrame or 2-D array, genes x samples (log scale), no missing values
     group : sequence of two labels, one per sample; the first label met is the reference
+    trend : bool
+        limma's ``eBayes(trend = TRUE)``: the prior variance follows a trend in each gene's
+        average expression (its mean over all samples, limma's ``Amean``)
 
     Returns
     -------
     DataFrame, one row per gene: ``logFC``, ``sigma`` (:math:`s_g`), ``t``, ``p_value``
     (ordinary), ``s2_post``, ``t_moderated``, ``df_total``, ``p_moderated``; the prior is in
-    ``attrs`` (``df_prior``, ``s2_prior``).
+    ``attrs`` (``df_prior``, ``s2_prior``, an array with ``trend``).
 
     >>> rng = np.random.default_rng(1)
     >>> y = rng.normal(size=(200, 6))
@@ -442,7 +505,7 @@ def moderated_t(expression, group) -> pd.DataFrame:
     unscaled = np.sqrt(1 / n1 + 1 / n2)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = coef / (np.sqrt(s2) * unscaled)
-    sq = squeeze_var(s2, d)
+    sq = squeeze_var(s2, d, Y.mean(axis=1) if trend else None)
     t_mod = coef / (np.sqrt(sq.var_post) * unscaled)
     df_total = min(d + sq.df_prior, d * len(s2))
     out = pd.DataFrame(

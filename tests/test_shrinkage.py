@@ -376,3 +376,63 @@ def test_plot_helpers(fit_slopes):
     with pytest.raises(ValueError, match="terms"):
         pooling_arrows(table, "(Intercept)", "x")
     plt.close(ax.figure)
+
+
+# ------------------------------------------------------------------ trend (covariate)
+def test_natural_spline_basis_spans_natural_cubic_splines():
+    """The basis reproduces any natural cubic spline with its knots exactly: a cubic
+    between knots, linear outside, built independently from scipy's CubicSpline with
+    'natural' end conditions (second derivative 0 at the boundary knots)."""
+    from scipy.interpolate import CubicSpline
+
+    from lmmlib.shrinkage import natural_spline_basis
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(2, 14, 400)
+    B = natural_spline_basis(x)
+    knots = np.quantile(x, np.linspace(0, 1, 4))
+    spline = CubicSpline(knots, [1.0, -2.0, 0.5, 3.0], bc_type="natural")
+    f = spline(x)
+    coef, *_ = np.linalg.lstsq(B, f, rcond=None)
+    assert_allclose(B @ coef, f, atol=1e-9)
+    assert np.linalg.matrix_rank(B) == 4
+
+
+def test_fit_f_dist_trend_two_values_by_hand():
+    """A covariate with two distinct values gives a 2-function basis, so the trend is the
+    mean of e in each group and S_e^2 the pooled within-group variance (divisor G - 2).
+    With d = 2 and within-group SD pi/sqrt(3) (psi'(1) + psi'(d0/2) = pi^2/3), d0 = 2 and
+    s0^2 = exp(group mean of log s^2)."""
+    sd = np.pi / np.sqrt(3)
+    u = np.array([-1.0, 0.0, 1.0])   # within-group sample SD 1, pooled over 2 groups: 1
+    z = np.r_[np.log(0.5) + sd * u, np.log(3.0) + sd * u]
+    cov = np.r_[np.zeros(3), np.ones(3)]
+    var_prior, df_prior = fit_f_dist(np.exp(z), 2, covariate=cov)
+    assert_allclose(df_prior, 2.0, rtol=1e-10)
+    assert_allclose(var_prior, np.r_[np.full(3, 0.5), np.full(3, 3.0)], rtol=1e-10)
+
+
+def test_squeeze_var_trend_recovers_prior():
+    rng = np.random.default_rng(31)
+    G, d0, d = 20000, 6.0, 4
+    amean = rng.uniform(4, 14, G)
+    s0sq = 0.02 + 0.5 * np.exp(-(amean - 4) / 2)   # variance falls with expression
+    s2 = d0 * s0sq / rng.chisquare(d0, G) * rng.chisquare(d, G) / d
+    flat = squeeze_var(s2, d)
+    sq = squeeze_var(s2, d, covariate=amean)
+    assert_allclose(sq.df_prior, d0, rtol=0.15)
+    assert np.median(np.abs(np.log(sq.var_prior / s0sq))) < 0.05
+    # without the trend the spread around one value looks larger: smaller d0
+    assert flat.df_prior < 0.5 * sq.df_prior
+
+
+def test_moderated_t_trend_uses_average_expression():
+    rng = np.random.default_rng(8)
+    G = 3000
+    amean = rng.uniform(4, 14, G)
+    sigma = np.sqrt(0.02 + 0.5 * np.exp(-(amean - 4) / 2))
+    y = amean[:, None] + sigma[:, None] * rng.standard_normal((G, 6))
+    res = moderated_t(y, [0, 0, 0, 1, 1, 1], trend=True)
+    sq = squeeze_var(res["sigma"].to_numpy() ** 2, 4, covariate=y.mean(axis=1))
+    assert_allclose(res["s2_post"], sq.var_post, rtol=1e-12)
+    assert res.attrs["s2_prior"].shape == (G,)
