@@ -386,12 +386,12 @@ def pooling_arrows(table: pd.DataFrame, x: str, y: str, *, ax=None, center=None,
     if cov is not None and center is not None:
         covariance_ellipse(ax, center, cov, level=level, ls="--",
                            label=f"{level:.0%} of the fitted population")
-    if center is not None:
-        ax.plot(*center, "o", color="black", ms=6, zorder=4, label="fixed effects")
     if "complete_pooling" in table.columns:
         first = table.drop_duplicates("term").set_index("term")["complete_pooling"]
-        ax.plot(first[x], first[y], "X", color=PALETTE[2], ms=8, zorder=4,
+        ax.plot(first[x], first[y], "X", color=PALETTE[2], ms=9, zorder=4,
                 label="complete pooling")
+    if center is not None:  # drawn last: in a balanced design it sits on complete pooling
+        ax.plot(*center, "o", color="black", ms=4, zorder=5, label="fixed effects")
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     return ax
