@@ -231,15 +231,18 @@ def shrinkage_matrix(fit) -> pd.DataFrame:
 
 
 def _covariance(fit, group, names) -> np.ndarray:
-    """The random-effects covariance G of ``group``, in the order of ``names``."""
-    vc = fit.varcorr
-    vc = vc[vc["grp"] == group]
-    position = {name: a for a, name in enumerate(names)}
+    """The random-effects covariance G of ``group``, in the order of ``names``: block
+    diagonal over the group's terms, ``sigma^2 T_k T_k'`` for each (so ``(x || g)``, two
+    terms of one factor, gets a zero covariance)."""
+    blocks = [fit.sigma**2 * T @ T.T
+              for term, T in zip(fit.terms, fit.layout.templates(fit.theta))
+              if term.group == group]
     G = np.zeros((len(names), len(names)))
-    for row in vc.itertuples(index=False):
-        a = position[row.var1]
-        b = a if pd.isna(row.var2) else position[row.var2]
-        G[a, b] = G[b, a] = row.vcov
+    start = 0
+    for block in blocks:
+        size = block.shape[0]
+        G[start:start + size, start:start + size] = block
+        start += size
     return G
 
 

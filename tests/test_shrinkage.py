@@ -4,9 +4,11 @@ Reference values:
 * the shrinkage factor and its matrix form against lmer's conditional modes (which are
   checked against lme4 in test_lmm_lme4.py);
 * squeeze_var against values derived by hand from Smyth (2004)'s moment equations for the
-  scaled F distribution of s_g^2 (section 6.1 of the paper: E log s_g^2 and Var log s_g^2 in
-  terms of digamma and trigamma; the posterior variance of section 4), at inputs chosen so that
-  trigamma has a closed form (psi'(1) = pi^2/6, psi'(1/2) = pi^2/2, psi'(2) = pi^2/6 - 1);
+  scaled F distribution of s_g^2 (the section on estimating the hyperparameters: E log s_g^2
+  = log s0^2 + psi(d/2) - psi(d0/2) + log(d0/d), Var log s_g^2 = psi'(d/2) + psi'(d0/2); and
+  the posterior variance s~^2 = (d0 s0^2 + d s^2) / (d0 + d)), as limma 3.40's fitFDist and
+  squeezeVar implement them, at inputs chosen so that trigamma has a closed form
+  (psi'(1) = pi^2/6, psi'(1/2) = pi^2/2, psi'(2) = pi^2/6 - 1);
   limma 3.40's fitFDist for d0 = inf (s0^2 = mean of the variances);
 * simulation truth: recovery of d0 and s0^2, uniform p-values under the null.
 """
@@ -436,3 +438,21 @@ def test_moderated_t_trend_uses_average_expression():
     sq = squeeze_var(res["sigma"].to_numpy() ** 2, 4, covariate=y.mean(axis=1))
     assert_allclose(res["s2_post"], sq.var_post, rtol=1e-12)
     assert res.attrs["s2_prior"].shape == (G,)
+
+
+def test_shrinkage_matrix_uncorrelated_terms(sleep):
+    """(Days || Subject) is two terms of one factor: G is block diagonal (no covariance),
+    and W still reproduces ranef."""
+    fit = lmmlib.lmer("Reaction ~ Days + (Days || Subject)", sleep)
+    W = shrinkage_matrix(fit)
+    dev = _own_minus_fixef(pooling(fit), fit)
+    for subject, modes in fit.ranef["Subject"].iterrows():
+        assert_allclose(W.loc[str(subject)].to_numpy() @ dev.loc[str(subject)].to_numpy(),
+                        modes.to_numpy(), rtol=1e-6, atol=1e-8)
+    G = fit.varcorr["vcov"].to_numpy()[:2]
+    # G from varcorr equals the block-diagonal G used by W
+    from lmmlib.shrinkage import _covariance
+
+    cov = _covariance(fit, "Subject", ["(Intercept)", "Days"])
+    assert_allclose(np.diag(cov), G, rtol=1e-10)
+    assert cov[0, 1] == 0.0
