@@ -5,10 +5,12 @@ concept of the book: ``datasets`` (the data), ``ols`` (chapter 2), the mixed-mod
 (chapter 3), and ``plotting`` (one theme for every figure).
 """
 
-from lmmlib import datasets, shrinkage
+from lmmlib import datasets
 from lmmlib.anova import anova
 from lmmlib.lmm import LinearMixedModel, lmer
 from lmmlib.ols import OLS, ols
+from lmmlib import shrinkage  # chapter 6
 
 __version__ = "0.1.0"
-__all__ = ["datasets", "ols", "OLS", "lmer", "LinearMixedModel", "anova", "shrinkage"]
+__all__ = ["datasets", "ols", "OLS", "lmer", "LinearMixedModel", "anova"]
+__all__ += ["shrinkage"]
