@@ -2,22 +2,27 @@ r"""Shrinkage: partial pooling in a mixed model, and empirical-Bayes moderation 
 
 Two places where many small estimates borrow strength from each other (chapter 6).
 
-**Partial pooling.** In the model :math:`\mathbf y_j = \mathbf X_j\boldsymbol\beta +
-\mathbf Z_j\mathbf b_j + \boldsymbol\varepsilon_j`, :math:`\mathbf b_j \sim \mathcal N(\mathbf
-0, \mathbf G)`, :math:`\boldsymbol\varepsilon_j \sim \mathcal N(\mathbf 0, \sigma^2\mathbf I)`,
-the conditional mode of group :math:`j`'s random effects is
+**Partial pooling.** In the model :math:`\mathbf y_i = \mathbf X_i\boldsymbol\beta +
+\mathbf Z_i\mathbf b_i + \boldsymbol\varepsilon_i`, :math:`\mathbf b_i \sim \mathcal N(\mathbf
+0, \boldsymbol\Sigma)`, :math:`\boldsymbol\varepsilon_i \sim \mathcal N(\mathbf 0,
+\sigma^2\mathbf I)` (the notation of the book: :math:`\boldsymbol\Sigma` is one group's
+covariance, and the covariance of all random effects is :math:`\mathbf I_k \otimes
+\boldsymbol\Sigma`), the conditional mode of group :math:`i`'s random effects is
 
 .. math::
 
-    \hat{\mathbf b}_j = \mathbf W_j(\hat{\boldsymbol\beta}_j - \hat{\boldsymbol\beta}),
+    \hat{\mathbf b}_i = \mathbf W_i(\hat{\boldsymbol\beta}_i - \hat{\boldsymbol\beta}),
     \qquad
-    \mathbf W_j = (\mathbf Z_j^\top\mathbf Z_j + \sigma^2\mathbf G^{-1})^{-1}
-                  \mathbf Z_j^\top\mathbf Z_j
-                = \mathbf G\,(\mathbf G + \sigma^2(\mathbf Z_j^\top\mathbf Z_j)^{-1})^{-1},
+    \mathbf W_i = (\mathbf Z_i^\top\mathbf Z_i + \sigma^2\boldsymbol\Sigma^{-1})^{-1}
+                  \mathbf Z_i^\top\mathbf Z_i
+                = \boldsymbol\Sigma\,(\boldsymbol\Sigma
+                  + \sigma^2(\mathbf Z_i^\top\mathbf Z_i)^{-1})^{-1},
 
-with :math:`\hat{\boldsymbol\beta}_j` the group's own least-squares estimate (no pooling).
-For a random intercept alone, :math:`\mathbf W_j` is the number
-:math:`\lambda_j = \sigma_b^2/(\sigma_b^2 + \sigma^2/n_j)` (Gelman and Hill 2007, section 12.2).
+with :math:`\hat{\boldsymbol\beta}_i` the group's own least-squares estimate (no pooling).
+For a random intercept alone, :math:`\mathbf W_i` is the number
+:math:`\lambda_i = \sigma_0^2/(\sigma_0^2 + \sigma^2/n_i)` (Gelman and Hill 2007, section 12.2).
+All weights are computed at the fit's (REML or ML) estimates, plugged in as if they were the
+truth, so the conditional modes are empirical BLUPs.
 :func:`pooling` tabulates no, complete and partial pooling; :func:`shrinkage_factor` and
 :func:`shrinkage_matrix` give the weights.
 
@@ -108,15 +113,15 @@ def _own_estimates(fit, names, Z, codes, nlevels):
     offset = X[:, other] @ beta[other] if other else np.zeros_like(y)
     own = np.full((nlevels, len(names)), np.nan)
     counts = np.bincount(codes, minlength=nlevels)
-    for j in range(nlevels):
-        rows = codes == j
-        Zj = Z[rows]
-        if Zj.shape[0] < Zj.shape[1]:
+    for i in range(nlevels):
+        rows = codes == i
+        Zi = Z[rows]
+        if Zi.shape[0] < Zi.shape[1]:
             continue
-        s = np.linalg.svd(Zj, compute_uv=False)
+        s = np.linalg.svd(Zi, compute_uv=False)
         if s[-1] <= RANK_TOL * s[0]:
             continue
-        own[j] = np.linalg.lstsq(Zj, y[rows] - offset[rows], rcond=None)[0]
+        own[i] = np.linalg.lstsq(Zi, y[rows] - offset[rows], rcond=None)[0]
     return own, counts
 
 
@@ -127,13 +132,13 @@ def pooling(fit) -> pd.DataFrame:
     random-effects term:
 
     * ``no_pooling``: the group's own least-squares estimate :math:`\hat{\boldsymbol
-      \beta}_j`, from its rows alone (NaN where the group cannot identify it, e.g. one
+      \beta}_i`, from its rows alone (NaN where the group cannot identify it, e.g. one
       observation for a line).  Fixed-effects columns without a random effect are held at
       the model's estimate (an offset), so only the terms that vary by group are estimated
       per group;
     * ``complete_pooling``: the least-squares estimate from all rows, groups ignored;
     * ``partial_pooling``: the mixed model's group coefficient :math:`\hat{\boldsymbol\beta}
-      + \hat{\mathbf b}_j` (fixed effects plus conditional modes, lme4's ``coef()``).
+      + \hat{\mathbf b}_i` (fixed effects plus conditional modes, lme4's ``coef()``).
 
     Columns ``group, term, n`` (the group's number of observations) and the three
     estimates.  Source: Gelman and Hill (2007), section 12.2.
@@ -166,12 +171,13 @@ def pooling(fit) -> pd.DataFrame:
 
 def shrinkage_factor(var_between, var_within, n):
     r"""Shrinkage factor of a random-intercept model,
-    :math:`\lambda_j = \sigma_b^2 / (\sigma_b^2 + \sigma^2/n_j)`.
+    :math:`\lambda_i = \sigma_0^2 / (\sigma_0^2 + \sigma^2/n_i)`.
 
-    The conditional mode of group :math:`j`'s intercept is :math:`\lambda_j` times the
-    group's own deviation :math:`\bar y_j - \bar{\mathbf x}_j^\top\hat{\boldsymbol\beta}`:
-    the weight of the group's own mean, whose sampling variance is :math:`\sigma^2/n_j`,
-    against the population's spread :math:`\sigma_b^2` (Gelman and Hill 2007, section 12.2).
+    The conditional mode of group :math:`i`'s intercept is :math:`\lambda_i` times the
+    group's own deviation :math:`\bar y_i - \bar{\mathbf x}_i^\top\hat{\boldsymbol\beta}`:
+    the weight of the group's own mean, whose sampling variance is :math:`\sigma^2/n_i`,
+    against the population's spread :math:`\sigma_0^2` (Gelman and Hill 2007, section 12.2).
+    ``var_between`` is :math:`\sigma_0^2`, ``var_within`` is :math:`\sigma^2`.
     Arguments broadcast like numpy arrays.
 
     >>> shrinkage_factor(4.0, 16.0, [1, 4, 16])
@@ -188,27 +194,33 @@ def shrinkage_factor(var_between, var_within, n):
 
 
 def shrinkage_matrix(fit) -> pd.DataFrame:
-    r"""The weight matrices :math:`\mathbf W_j` that carry each group's own estimate to its
-    conditional mode, :math:`\hat{\mathbf b}_j = \mathbf W_j(\hat{\boldsymbol\beta}_j -
+    r"""The weight matrices :math:`\mathbf W_i` that carry each group's own estimate to its
+    conditional mode, :math:`\hat{\mathbf b}_i = \mathbf W_i(\hat{\boldsymbol\beta}_i -
     \hat{\boldsymbol\beta})`.
 
     .. math::
 
-        \mathbf W_j = (\sigma^2\mathbf I + \mathbf G\,\mathbf Z_j^\top\mathbf Z_j)^{-1}
-                      \mathbf G\,\mathbf Z_j^\top\mathbf Z_j
-                    = \mathbf G\,(\mathbf G + \sigma^2(\mathbf Z_j^\top\mathbf Z_j)^{-1})^{-1},
+        \mathbf W_i = (\sigma^2\mathbf I + \boldsymbol\Sigma\,\mathbf Z_i^\top\mathbf Z_i)^{-1}
+                      \boldsymbol\Sigma\,\mathbf Z_i^\top\mathbf Z_i
+                    = \boldsymbol\Sigma\,(\boldsymbol\Sigma
+                      + \sigma^2(\mathbf Z_i^\top\mathbf Z_i)^{-1})^{-1},
 
-    at the fit's :math:`\mathbf G`, :math:`\sigma^2`; the first form also holds for a singular
-    :math:`\mathbf G` or a group that cannot identify its own estimate.  It follows from
-    :math:`\hat{\mathbf b}_j = \mathbf G\mathbf Z_j^\top\mathbf V_j^{-1}(\mathbf y_j -
-    \mathbf X_j\hat{\boldsymbol\beta})` by the Woodbury identity (Henderson 1975).  For a
+    at the fit's :math:`\boldsymbol\Sigma` (one group's random-effects covariance) and
+    :math:`\sigma^2`; the first form also holds for a singular :math:`\boldsymbol\Sigma` or a
+    group that cannot identify its own estimate.  It follows from :math:`\hat{\mathbf b}_i =
+    \boldsymbol\Sigma\mathbf Z_i^\top\mathbf V_i^{-1}(\mathbf y_i -
+    \mathbf X_i\hat{\boldsymbol\beta})` by the Woodbury identity (Henderson 1975).  For a
     random intercept alone it is :func:`shrinkage_factor`.  With correlated intercepts and
     slopes it is a full matrix: a group's intercept borrows from its slope, so the arrow from
-    :math:`\hat{\boldsymbol\beta}_j` to :math:`\hat{\boldsymbol\beta} + \hat{\mathbf b}_j`
-    need not point at :math:`\hat{\boldsymbol\beta}`.
+    :math:`\hat{\boldsymbol\beta}_i` to :math:`\hat{\boldsymbol\beta} + \hat{\mathbf b}_i`
+    need not point at :math:`\hat{\boldsymbol\beta}`, and one coordinate can move away from
+    it.  What always holds is shrinkage in the metric of :math:`\boldsymbol\Sigma`:
+    :math:`\boldsymbol\Sigma^{-1/2}\mathbf W_i\boldsymbol\Sigma^{1/2} = (\mathbf I +
+    \boldsymbol\Sigma^{-1/2}\mathbf S_i\boldsymbol\Sigma^{-1/2})^{-1}` with :math:`\mathbf
+    S_i = \sigma^2(\mathbf Z_i^\top\mathbf Z_i)^{-1}` has eigenvalues in (0, 1).
 
     Returns a DataFrame indexed by (group, term) with one column per term: the rows of
-    group ``j`` hold :math:`\mathbf W_j`.  Needs a fit with one grouping factor.
+    group ``i`` hold :math:`\mathbf W_i`.  Needs a fit with one grouping factor.
 
     >>> import lmmlib
     >>> fit = lmmlib.lmer("Reaction ~ Days + (Days | Subject)", lmmlib.datasets.sleepstudy())
@@ -217,33 +229,33 @@ def shrinkage_matrix(fit) -> pd.DataFrame:
            [0.038, 0.838]])
     """
     group, names, Z, codes, levels = _single_factor(fit)
-    G = _covariance(fit, group, names)
+    Sigma = _covariance(fit, group, names)
     sigma2 = fit.sigma**2
     p = len(names)
     blocks = []
-    for j in range(len(levels)):
-        Zj = Z[codes == j]
-        GZZ = G @ (Zj.T @ Zj)
-        blocks.append(np.linalg.solve(sigma2 * np.eye(p) + GZZ, GZZ))
+    for i in range(len(levels)):
+        Zi = Z[codes == i]
+        SZZ = Sigma @ (Zi.T @ Zi)
+        blocks.append(np.linalg.solve(sigma2 * np.eye(p) + SZZ, SZZ))
     index = pd.MultiIndex.from_product([np.asarray(levels, dtype=str), names],
                                        names=["group", "term"])
     return pd.DataFrame(np.vstack(blocks), index=index, columns=names)
 
 
 def _covariance(fit, group, names) -> np.ndarray:
-    """The random-effects covariance G of ``group``, in the order of ``names``: block
-    diagonal over the group's terms, ``sigma^2 T_k T_k'`` for each (so ``(x || g)``, two
-    terms of one factor, gets a zero covariance)."""
+    """One group's random-effects covariance Sigma for ``group``, in the order of
+    ``names``: block diagonal over the group's terms, ``sigma^2 T_k T_k'`` for each (so
+    ``(x || g)``, two terms of one factor, gets a zero covariance)."""
     blocks = [fit.sigma**2 * T @ T.T
               for term, T in zip(fit.terms, fit.layout.templates(fit.theta))
               if term.group == group]
-    G = np.zeros((len(names), len(names)))
+    Sigma = np.zeros((len(names), len(names)))
     start = 0
     for block in blocks:
         size = block.shape[0]
-        G[start:start + size, start:start + size] = block
+        Sigma[start:start + size, start:start + size] = block
         start += size
-    return G
+    return Sigma
 
 
 # ------------------------------------------------------------------ moderated variances
@@ -318,7 +330,8 @@ def fit_f_dist(var, df, covariate=None) -> tuple[float | np.ndarray, float]:
     :math:`\min(4, \#\text{distinct values})` basis functions (boundary knots at the range,
     interior knots at equally spaced quantiles: the space of R's ``ns(x, df, intercept =
     TRUE)``), :math:`S_e^2` its residual mean square, and ``var_prior`` one value per gene
-    (Phipson et al. 2016).
+    (limma-trend: Sartor et al. 2006, BMC Bioinformatics 7:538; Law et al. 2014, Genome
+    Biology 15:R29).
 
     >>> z = np.log(4.0) + np.array([-1.0, 0.0, 1.0]) * np.pi / np.sqrt(3)
     >>> [round(v, 8) for v in fit_f_dist(np.exp(z), 2)]  # S_e^2 = pi^2/3 = 2 psi'(1)
@@ -417,6 +430,18 @@ def squeeze_var(var, df, covariate=None) -> SqueezedVar:
     a weighted mean of the prior value and the gene's own variance with weights equal to
     their degrees of freedom (:math:`\tilde s_g^2 = s_0^2` when :math:`d_0 = \infty`).
 
+    **Relation to limma.**  This reproduces limma 3.40's ``squeezeVar``/``fitFDist``, the path
+    that later limma versions keep as ``squeezeVar(..., legacy = TRUE)`` (their default when
+    all genes have the same residual degrees of freedom; for unequal ones newer limma uses a
+    different estimator by default).  limma's ``robust = TRUE`` is not implemented.  Bad input
+    is handled differently, deliberately: where limma warns that more than half of the
+    variances are exactly zero and carries on, ``squeeze_var`` raises
+    :class:`~lmmlib.errors.LmmInputError`; and where limma silently leaves genes with a
+    missing or infinite variance, or zero degrees of freedom, out of the estimate of the
+    prior, ``squeeze_var`` raises too, naming the problem (drop such genes first if that is
+    what you mean).  Zero variances in fewer than half of the genes are offset as in limma,
+    with a warning.
+
     Parameters
     ----------
     var : array-like or Series, one variance :math:`s_g^2 \ge 0` per gene (at least 3)
@@ -444,10 +469,10 @@ def moderated_t(expression, group, trend: bool = False) -> pd.DataFrame:
     r"""Ordinary and moderated t statistics for a two-group comparison of every gene
     (limma's ``lmFit`` with design ``~ group`` followed by ``eBayes``; Smyth 2004).
 
-    For gene :math:`g` with group means :math:`\bar y_{g1}, \bar y_{g2}` of :math:`n_1, n_2`
+    For gene :math:`g` with group means :math:`\bar y_{g1}, \bar y_{g2}` of :math:`m_1, m_2`
     samples, the coefficient is :math:`\hat\beta_g = \bar y_{g2} - \bar y_{g1}` (limma's
-    ``logFC`` on a log scale), with unscaled standard deviation :math:`v^{1/2} = (1/n_1 +
-    1/n_2)^{1/2}` and pooled variance :math:`s_g^2` on :math:`d = n_1 + n_2 - 2` degrees of
+    ``logFC`` on a log scale), with unscaled standard deviation :math:`v^{1/2} = (1/m_1 +
+    1/m_2)^{1/2}` and pooled variance :math:`s_g^2` on :math:`d = m_1 + m_2 - 2` degrees of
     freedom.  Then
 
     .. math::
@@ -456,7 +481,11 @@ def moderated_t(expression, group, trend: bool = False) -> pd.DataFrame:
         \tilde t_g = \frac{\hat\beta_g}{\tilde s_g v^{1/2}} \sim t_{d_0 + d}
         \quad\text{under } \beta_g = 0,
 
-    with :math:`\tilde s_g^2` from :func:`squeeze_var`.  As limma, the total degrees of
+    with :math:`\tilde s_g^2` from :func:`squeeze_var`.  The :math:`t_{d_0 + d}`
+    distribution is exact when the true variances follow the prior and :math:`d_0`,
+    :math:`s_0^2` are known; with estimated ones it is an approximation, which fails where
+    the prior does not fit (e.g. one :math:`s_0^2` for genes whose variances follow a trend:
+    use ``trend=True``).  As limma, the total degrees of
     freedom are capped at the pooled :math:`G d` (which matters only when :math:`d_0 =
     \infty`).  P-values are two-sided.
 
@@ -495,17 +524,17 @@ def moderated_t(expression, group, trend: bool = False) -> pd.DataFrame:
     if len(labels) != 2:
         raise LmmInputError(f"group must have exactly two levels, got {labels}")
     first, second = (group == labels[0]), (group == labels[1])
-    n1, n2 = int(first.sum()), int(second.sum())
-    d = n1 + n2 - 2
+    m1, m2 = int(first.sum()), int(second.sum())
+    d = m1 + m2 - 2
     if d < 1:
         raise LmmInputError("a two-group comparison needs at least 3 samples "
-                            "(residual degrees of freedom n1 + n2 - 2 > 0)")
+                            "(residual degrees of freedom m1 + m2 - 2 > 0)")
     mean1, mean2 = Y[:, first].mean(axis=1), Y[:, second].mean(axis=1)
     rss = ((Y[:, first] - mean1[:, None]) ** 2).sum(axis=1) + \
         ((Y[:, second] - mean2[:, None]) ** 2).sum(axis=1)
     s2 = rss / d
     coef = mean2 - mean1
-    unscaled = np.sqrt(1 / n1 + 1 / n2)
+    unscaled = np.sqrt(1 / m1 + 1 / m2)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = coef / (np.sqrt(s2) * unscaled)
     sq = squeeze_var(s2, d, Y.mean(axis=1) if trend else None)

@@ -3,11 +3,14 @@
 Reference values:
 * the shrinkage factor and its matrix form against lmer's conditional modes (which are
   checked against lme4 in test_lmm_lme4.py);
-* squeeze_var against values derived by hand from Smyth (2004)'s moment equations for the
-  scaled F distribution of s_g^2 (the section on estimating the hyperparameters: E log s_g^2
-  = log s0^2 + psi(d/2) - psi(d0/2) + log(d0/d), Var log s_g^2 = psi'(d/2) + psi'(d0/2); and
-  the posterior variance s~^2 = (d0 s0^2 + d s^2) / (d0 + d)), as limma 3.40's fitFDist and
-  squeezeVar implement them, at inputs chosen so that trigamma has a closed form
+* squeeze_var against values derived by hand from Smyth (2004), Statistical Applications in
+  Genetics and Molecular Biology 3(1), article 3: the moment equations for the scaled F
+  distribution of s_g^2 in its section "Estimation of hyperparameters" (E log s_g^2 =
+  log s0^2 + psi(d/2) - psi(d0/2) + log(d0/d), Var log s_g^2 = psi'(d/2) + psi'(d0/2), solved
+  with e_g = log s_g^2 - psi(d/2) + log(d/2)), and the posterior variance of its section on
+  the moderated t-statistic, s~^2 = (d0 s0^2 + d s^2) / (d0 + d) (the paper's equation
+  numbers could not be checked here, so the sections are cited by name), as limma 3.40's
+  fitFDist and squeezeVar (today's legacy = TRUE path) implement them, at inputs chosen so that trigamma has a closed form
   (psi'(1) = pi^2/6, psi'(1/2) = pi^2/2, psi'(2) = pi^2/6 - 1);
   limma 3.40's fitFDist for d0 = inf (s0^2 = mean of the variances);
 * simulation truth: recovery of d0 and s0^2, uniform p-values under the null.
@@ -456,3 +459,25 @@ def test_shrinkage_matrix_uncorrelated_terms(sleep):
     cov = _covariance(fit, "Subject", ["(Intercept)", "Days"])
     assert_allclose(np.diag(cov), G, rtol=1e-10)
     assert cov[0, 1] == 0.0
+
+
+def test_shrinkage_matrix_contracts_in_sigma_metric(fit_slopes):
+    """Sigma^{-1/2} W Sigma^{1/2} = (I + Sigma^{-1/2} S Sigma^{-1/2})^{-1}, S = sigma^2 (Z'Z)^{-1}:
+    symmetric with eigenvalues in (0, 1), so every arrow ends on a smaller ellipse of Sigma,
+    while a single coordinate can move away (subject 310's slope in sleepstudy)."""
+    from lmmlib.shrinkage import _covariance
+
+    W = shrinkage_matrix(fit_slopes).loc["308"].to_numpy()
+    Sigma = _covariance(fit_slopes, "Subject", ["(Intercept)", "Days"])
+    vals, vecs = np.linalg.eigh(Sigma)
+    root = vecs @ np.diag(np.sqrt(vals)) @ vecs.T
+    root_inv = np.linalg.inv(root)
+    Z = np.column_stack([np.ones(10), np.arange(10.0)])
+    S = fit_slopes.sigma**2 * np.linalg.inv(Z.T @ Z)
+    M = root_inv @ W @ root
+    assert_allclose(M, np.linalg.inv(np.eye(2) + root_inv @ S @ root_inv), rtol=1e-8)
+    assert np.all((np.linalg.eigvalsh((M + M.T) / 2) > 0) & (np.linalg.eigvalsh(M) < 1))
+    table = pooling(fit_slopes).query("group == '310' and term == 'Days'")
+    beta1 = fit_slopes.fixef["Days"]
+    assert (abs(table["partial_pooling"].iloc[0] - beta1)
+            > abs(table["no_pooling"].iloc[0] - beta1))
