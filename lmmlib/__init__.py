@@ -11,7 +11,9 @@ from lmmlib.diagnostics import cooks_distance, hatvalues
 from lmmlib.effects import coef, fixef
 from lmmlib.lmm import LinearMixedModel, lmer
 from lmmlib.ols import OLS, ols
+from lmmlib import shrinkage  # chapter 6
 
 __version__ = "0.1.0"
 __all__ = ["datasets", "ols", "OLS", "lmer", "LinearMixedModel", "anova", "drop1", "coef",
            "fixef", "hatvalues", "cooks_distance", "inference"]
+__all__ += ["shrinkage"]
