@@ -104,7 +104,7 @@ def eigen_relationship(K) -> RelationshipEigen:
     if isinstance(K, RelationshipEigen):
         return K
     K = _check_matrix(K)
-    s, U = linalg.eigh(K)
+    s, U = linalg.eigh(K, driver="evd", check_finite=False)   # divide and conquer (syevd)
     top = max(abs(s[-1]), abs(s[0]))
     if s[0] < -PSD_TOL * top:
         n_neg = int(np.sum(s < -PSD_TOL * top))
