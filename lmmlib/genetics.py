@@ -182,16 +182,18 @@ def simulate_phenotype(G, h2: float, n_causal: int, *, seed=None) -> Phenotype:
     G = _genotype_matrix(G)
     if not 0 <= h2 <= 1:
         raise LmmInputError(f"h2 must lie in [0, 1], got {h2}")
-    W, kept = standardize_genotypes(G)
+    p = G.mean(axis=0) / 2.0
+    kept = np.flatnonzero((p > 0) & (p < 1))
     if not 1 <= n_causal <= kept.size:
         raise LmmInputError(f"n_causal must be between 1 and the {kept.size} polymorphic SNPs, "
                             f"got {n_causal}")
     rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(kept.size, n_causal, replace=False))
+    causal = kept[np.sort(rng.choice(kept.size, n_causal, replace=False))]
     effects = rng.normal(0.0, np.sqrt(h2 / n_causal), n_causal)
-    g = W[:, pick] @ effects
+    W_causal, _ = standardize_genotypes(G[:, causal])    # only the causal columns
+    g = W_causal @ effects
     y = g + rng.normal(0.0, np.sqrt(1 - h2), G.shape[0])
-    return Phenotype(y, g, kept[pick], effects)
+    return Phenotype(y, g, causal, effects)
 
 
 def principal_components(K, k: int) -> np.ndarray:
