@@ -18,7 +18,8 @@ GRM (timed, but not part of the target: it depends on the number of SNPs), then 
 GCTA itself (a compiled program) is not installed here; the peer reproduces its algorithm, not
 its code or its speed. The target of issue 11: n = 5,000 in under 30 s including the
 eigendecomposition, on the project's 2-core machine. The load average of the machine is
-recorded before and after every measurement: other jobs share the two cores. BLAS runs with
+recorded before and after every measurement: other jobs share the two cores, so the CPU time of
+the process is recorded too (with one BLAS thread it is about the time on an idle core). BLAS runs with
 one thread unless ``--threads`` says otherwise (measured on the loaded machine: two OpenBLAS
 threads made ``eigh`` of a 2000 x 2000 matrix 7.7 times slower, 36.9 s against 4.8 s).
 """
@@ -90,18 +91,21 @@ def measure(n: int, peer: bool) -> dict:
     grm_s = time.perf_counter() - t
     y = simulate_phenotype(sample.G, H2, N_CAUSAL, seed=SEED + n + 1).y
     load_before = load()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     eig = eigen_relationship(K)
-    eigen_s = time.perf_counter() - t
-    fit_times = []
+    eigen_s, eigen_cpu_s = time.perf_counter() - t, time.process_time() - c
+    fit_times, fit_cpu = [], []
     for _ in range(3):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fit = greml(y, eig)
         fit.confint()
         fit_times.append(time.perf_counter() - t)
+        fit_cpu.append(time.process_time() - c)
     out = {
         "n": n, "m_snps": M_SNPS, "grm_s": grm_s, "eigen_s": eigen_s,
         "fit_s": float(np.median(fit_times)), "total_s": eigen_s + float(np.median(fit_times)),
+        # CPU time of this process: with one BLAS thread, about the wall time on an idle core
+        "eigen_cpu_s": eigen_cpu_s, "total_cpu_s": eigen_cpu_s + float(np.median(fit_cpu)),
         "h2": fit.h2, "se_h2": fit.se_h2, "load_before": load_before, "load_after": load(),
     }
     if peer:
@@ -142,7 +146,9 @@ def main(argv=None):
         "settings": {"blas_threads": args.threads, "m_snps": M_SNPS, "n_causal": N_CAUSAL, "h2": H2, "seed": SEED,
                      "peer_max_n": PEER_MAX_N},
         "target": {"n": TARGET_N, "seconds": TARGET_S,
-                   "met": (by_n[TARGET_N]["total_s"] < TARGET_S) if TARGET_N in by_n else None},
+                   "met": (by_n[TARGET_N]["total_s"] < TARGET_S) if TARGET_N in by_n else None,
+                   "met_in_cpu_time": (by_n[TARGET_N]["total_cpu_s"] < TARGET_S)
+                   if TARGET_N in by_n else None},
         "eigen_scaling_exponent": slope,
         "results": results,
     }
