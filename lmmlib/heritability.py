@@ -328,6 +328,13 @@ def greml(y, K, X=None, reml: bool = True, information: str = "ai") -> GremlFit:
     and a singular K (a centred GRM) the likelihood can be unbounded there, one more reason to
     prefer REML.
 
+    Relation to :func:`lmmlib.lmer`: the same linear mixed model with one random effect
+    ``g = Z u``, ``u ~ N(0, sigma_g^2 I)``, ``Z Z' = K``, and lme4's criteria (``criterion``
+    is lmer's ``deviance``: the REML criterion, or -2 log L for ML). With ``K = Z Z'`` for the
+    indicator matrix ``Z`` of a grouping factor, ``greml(y, K, X)`` and
+    ``lmer("y ~ ... + (1 | group)")`` give the same estimates; lmer cannot take a dense K,
+    and greml takes only one random effect.
+
     >>> rng = np.random.default_rng(1)
     >>> Z = np.kron(np.eye(30), np.ones((4, 1)))       # 30 groups of 4: K = Z Z'
     >>> y = Z @ rng.normal(0, 1, 30) + rng.normal(0, 1, 120)
