@@ -125,6 +125,8 @@ def _check_response(y, n: int) -> np.ndarray:
     if not np.all(np.isfinite(y)):
         raise LmmInputError(f"y has {int(np.sum(~np.isfinite(y)))} missing or non-finite "
                             "values; drop those individuals from y, X and K first")
+    if np.ptp(y) == 0:
+        raise LmmInputError("y is constant: there is no variance to partition")
     return y
 
 

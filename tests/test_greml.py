@@ -264,6 +264,8 @@ def test_bad_input(small_grm):
     y_nan[3] = np.nan
     with pytest.raises(LmmInputError, match="1 missing or non-finite"):
         greml(y_nan, K)
+    with pytest.raises(LmmInputError, match="y is constant"):
+        greml(np.ones_like(y), K)
     K_nan = K.copy()
     K_nan[2, 5] = K_nan[5, 2] = np.nan
     with pytest.raises(LmmInputError, match="2 non-finite entries.*row 2, column 5"):
