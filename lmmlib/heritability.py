@@ -95,7 +95,9 @@ def eigen_relationship(K) -> RelationshipEigen:
     ``K = U diag(s) U'`` (LAPACK's symmetric eigensolver, O(n^3): the one expensive step).
 
     A negative eigenvalue below ``-1e-8`` times the largest is an error that says how negative
-    it is; smaller ones are rounding errors and are set to 0.
+    it is; smaller ones are rounding errors and are set to 0. GRMs from other software (GCTA
+    with missing genotypes, for instance) can be slightly indefinite; GCTA then "bends" them
+    (raises the negative eigenvalues); do that, or recompute the GRM, before calling this.
 
     >>> e = eigen_relationship([[1.0, 0.5], [0.5, 1.0]])
     >>> e.values.round(6).tolist()
@@ -110,7 +112,8 @@ def eigen_relationship(K) -> RelationshipEigen:
         n_neg = int(np.sum(s < -PSD_TOL * top))
         raise LmmInputError(f"K is not positive semidefinite: its smallest eigenvalue is "
                             f"{s[0]:.4g} ({n_neg} below -{PSD_TOL:g} x the largest, {top:.4g}); "
-                            "a covariance matrix cannot have negative eigenvalues")
+                            "a covariance matrix cannot have negative eigenvalues (a GRM from "
+                            "incomplete genotypes may need to be bent first, as GCTA does)")
     if top == 0:
         raise LmmInputError("K is zero: there is no genetic covariance to estimate")
     return RelationshipEigen(np.clip(s, 0.0, None), U)
