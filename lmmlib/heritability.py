@@ -8,7 +8,8 @@ so that ``V = Var(y) = sigma_g^2 K + sigma_e^2 I``, and the (SNP) heritability i
 ``h2 = sigma_g^2 / (sigma_g^2 + sigma_e^2)``. Write ``sigma^2 = sigma_g^2 + sigma_e^2``; then
 ``V = sigma^2 (h2 K + (1 - h2) I)``.
 
-The spectral trick (Lippert et al. 2011, FaST-LMM): with ``K = U diag(s) U'`` computed once,
+The spectral trick (Kang et al. 2008, EMMA; Lippert et al. 2011, FaST-LMM, added the low-rank
+case): with ``K = U diag(s) U'`` computed once,
 the rotated data ``U'y`` and ``U'X`` have the *diagonal* covariance
 ``sigma^2 diag(h2 s_i + 1 - h2)``. After the rotation (O(n^2) per response, O(n^3) once for
 the eigendecomposition) every evaluation of the likelihood costs O(n p^2): it is a weighted
@@ -307,7 +308,7 @@ class GremlFit:
 
 def greml(y, K, X=None, reml: bool = True, information: str = "ai") -> GremlFit:
     """Fit ``y = X beta + g + e``, ``g ~ N(0, sigma_g^2 K)``, ``e ~ N(0, sigma_e^2 I)`` by REML
-    (default) or ML, with the spectral rotation of Lippert et al. (2011).
+    (default) or ML, with the spectral rotation of Kang et al. (2008) (EMMA).
 
     Parameters
     ----------
