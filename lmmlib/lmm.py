@@ -113,6 +113,7 @@ class LinearMixedModel:
         The cross-products of this design's X, Z and y, when they are already formed (as
         :meth:`refit` does).
 
+
     Attributes after fitting (names as lme4's extractors):
     ``theta`` (array, lme4 order), ``fixef`` (Series), ``vcov`` (DataFrame), ``se`` (Series),
     ``sigma``, ``varcorr`` (DataFrame like ``as.data.frame(VarCorr())``), ``sdcor`` (Series),

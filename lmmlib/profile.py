@@ -12,7 +12,7 @@ square root*
 
 is close to a straight line in x when the sampling distribution of ``phi_hat`` is close to
 normal.  The likelihood-ratio test of ``phi = x`` accepts at level ``alpha`` when
-``zeta(x)^2 <= chi^2_{1, 1-alpha}``, so the profile interval at ``level`` is
+``zeta(x)^2 <= chi^2_{1, 1-alpha}``, so the profile interval at ``level`` is::
 
     { x : |zeta(x)| <= sqrt(qchisq(level, 1)) = z_{(1 + level)/2} }.
 
