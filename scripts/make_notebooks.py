@@ -27,8 +27,10 @@ Inputs (all written by ``jupyter-book build``):
   _build/.doctrees/environment.pickle            numbers of figures, equations, sections,
                                                  exercises; labels; the bibliography
 
-    python scripts/make_notebooks.py                      # both editions, into _build/
+    python scripts/make_notebooks.py                      # both editions, into _build/notebooks
     python scripts/make_notebooks.py --ref v2027-spring   # lmmlib installed from that tag
+
+scripts/build-book.sh runs it after every build, so CI converts every chapter.
 """
 
 from __future__ import annotations
@@ -102,14 +104,12 @@ class Book:
 
     def _headings(self, docname: str) -> list[tuple[str, str | None]]:
         from docutils import nodes
-        from sphinx import addnodes
 
         out = []
         for ref in self.tocs[docname].findall(nodes.reference):
             secnumber = self.secnumbers.get(docname, {}).get(ref["anchorname"] or "")
             num = ".".join(map(str, secnumber)) if secnumber else None
             out.append((ref.astext(), num))
-        del addnodes
         return out
 
     def _section_numbers(self, docname: str) -> dict[str, str]:
@@ -208,9 +208,9 @@ class Converter:
 
     # -- errors --------------------------------------------------------------------------
     def fail(self, message: str, line: int | None = None) -> None:
-        at = f"{self.where}:{line}" if line is not None else self.where
+        at = f" (line {line} of its markdown cell)" if line else ""
         raise ConversionError(
-            f"{at}: {message}. The reader notebooks (scripts/make_notebooks.py) support the "
+            f"{self.where}: {message}{at}. The reader notebooks (scripts/make_notebooks.py) support the "
             f"MyST of chapters 1-3 only: use those constructs, or teach the converter."
         )
 

@@ -360,7 +360,12 @@ def test_chapter_renders_as_a_notebook_in_jupyterlab(tmp_path):
             browser.close()
     finally:
         lab.terminate()
-        lab.wait(timeout=30)
+        try:
+            lab.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+            lab.wait(timeout=30)
+        log.close()
     # a notebook, not a text editor, with rendered markdown
     assert not re.search(r"\{(cite|glue|numref|ref|eq)[:\w]*\}`", text)
     assert ":::{admonition}" not in text and "```{exercise}" not in text
