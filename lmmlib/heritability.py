@@ -325,6 +325,8 @@ def greml(y, K, X=None, reml: bool = True, information: str = "ai") -> GremlFit:
         expected one. The SE of ``h2 = sigma_g^2 / (sigma_g^2 + sigma_e^2)`` is the delta
         method's: ``grad' I^-1 grad`` with ``grad = (sigma_e^2, -sigma_g^2) / sigma^4``.
 
+    Notes
+    -----
     The estimate maximises the profiled (restricted) likelihood over ``h2`` in ``[0, 1)``: a
     grid of 51 points, then Brent's method on the best grid interval, then a comparison with
     the end points. The likelihood-ratio test of ``h2 = 0`` compares with the fit at ``h2 = 0``
@@ -334,7 +336,7 @@ def greml(y, K, X=None, reml: bool = True, information: str = "ai") -> GremlFit:
     and a singular K (a centred GRM) the likelihood can be unbounded there, one more reason to
     prefer REML.
 
-    Relation to :func:`lmmlib.lmer`: the same linear mixed model with one random effect
+    Relation to :func:`lmmlib.lmm.lmer`: the same linear mixed model with one random effect
     ``g = Z u``, ``u ~ N(0, sigma_g^2 I)``, ``Z Z' = K``, and lme4's criteria (``criterion``
     is lmer's ``deviance``: the REML criterion, or -2 log L for ML). With ``K = Z Z'`` for the
     indicator matrix ``Z`` of a grouping factor, ``greml(y, K, X)`` and

@@ -5,22 +5,22 @@ A formula is parsed by formulaic, which evaluates every function call (``I(...)`
 few differences give a silently wrong model rather than an error.  This module rewrites the
 text of a formula before formulaic sees it, and refuses what it cannot translate:
 
-==================  ==========================  =====================================
-R                   here                        why
-==================  ==========================  =====================================
-``I(x^2)``          ``I(x**2)``                 Python's ``^`` is bitwise XOR: ``3 ^ 2 == 1``
-``I(x %/% 2)``      ``I(x // 2)``               integer division (both round down)
-``I(x %% 2)``       ``I(x % 2)``                remainder (both take the divisor's sign)
-``TRUE``, ``FALSE`` ``True``, ``False``         e.g. ``poly(x, 2, raw = TRUE)``
-``factor(x)``       ``C(x)``                    a categorical predictor (R's level order)
-``C(x, poly)``      ``C(x, contr.poly)``        R's contrast functions (also ``sum``,
-                                                ``helmert``, ``treatment``)
-``sqrt(x)``,        numpy's, and ``log(x, b)``  R's base-b logarithm
+======================  ==========================  =====================================
+R                       here                        why
+======================  ==========================  =====================================
+``I(x^2)``              ``I(x**2)``                 Python's ``^`` is bitwise XOR: ``3 ^ 2 == 1``
+``I(x %/% 2)``          ``I(x // 2)``               integer division (both round down)
+``I(x %% 2)``           ``I(x % 2)``                remainder (both take the divisor's sign)
+``TRUE``, ``FALSE``     ``True``, ``False``         e.g. ``poly(x, 2, raw = TRUE)``
+``factor(x)``           ``C(x)``                    a categorical predictor (R's level order)
+``C(x, poly)``          ``C(x, contr.poly)``        R's contrast functions (also ``sum``,
+                                                    ``helmert``, ``treatment``)
+``sqrt(x)``,            numpy's, and ``log(x, b)``  R's base-b logarithm
 ``log(x, b)``
-``a %in% b``        error                       formulaic reads it as ``b/a``; write ``a:b``
-``ns(x, k)``        error                       natural splines are not available
-``pkg::f(x)``       error                       no package prefixes
-==================  ==========================  =====================================
+``a %in% b``            error                       formulaic reads it as ``b/a``; write ``a:b``
+``ns(x, k)``            error                       natural splines are not available
+``pkg::f(x)``           error                       no package prefixes
+======================  ==========================  =====================================
 
 ``^`` keeps its formula meaning outside function calls: ``(a + b)^2`` is all main effects
 and two-way interactions, as in R.  Inside a call (``I()``, ``log()``, ``poly()``, ...) and
