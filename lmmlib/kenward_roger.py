@@ -61,7 +61,7 @@ MAX_RANDOM_EFFECTS = 20_000
 
 
 def random_effects_matrix(terms) -> tuple[sp.csr_matrix, list[slice]]:
-    """Sparse ``Z = [Z_1 ... Z_K]`` (n x q) and the column slice of each term.
+    """Sparse ``Z = [Z_1, ..., Z_K]`` (n x q) and the column slice of each term.
 
     Term k's block has columns ``j p_k + a`` for level j and column a of its raw matrix.
     """
