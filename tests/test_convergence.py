@@ -45,7 +45,7 @@ def test_ml_refit_of_a_reml_fit_reaches_the_fresh_ml_optimum(ml_fit):
     reml = lmer(SLOPES, datasets.sleepstudy())
     refit = reml.refit(reml=False)
     np.testing.assert_allclose(refit.theta, ml_fit.theta, atol=1e-7)
-    dyestuff = pd.read_csv("tests/data/Dyestuff.csv")
+    dyestuff = datasets.dyestuff()
     fresh = lmer("Yield ~ 1 + (1|Batch)", dyestuff, reml=False)
     refit = lmer("Yield ~ 1 + (1|Batch)", dyestuff).refit(reml=False)
 

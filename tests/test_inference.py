@@ -21,7 +21,6 @@ from lmmlib.kenward_roger import KenwardRoger, random_effects_matrix
 from lmmlib.remat import theta_indices
 from lmmlib.satterthwaite import Satterthwaite
 
-DATA = "tests/data"
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +74,7 @@ def test_sleepstudy_anova_matches_lmertest(sleep_fit):
 
 
 def test_cake_type3_matches_lmertest():
-    cake = pd.read_csv(f"{DATA}/cake.csv").astype({"recipe": str})
+    cake = datasets.cake().astype({"recipe": str})
     fit = lmer("angle ~ recipe * temp + (1|recipe:replicate)", cake)
     sat = anova_type3(fit, "satterthwaite")
     assert list(sat.index) == ["recipe", "temp", "recipe:temp"]

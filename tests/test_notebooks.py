@@ -17,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -70,8 +72,15 @@ def reader_kernel():
                         str(READER_ENV), "--name", KERNEL], check=True,
                        stdout=subprocess.DEVNULL)
         stamp.write_text(want)
-    # lmmlib as binder/postBuild installs it: from this checkout, not editable
-    subprocess.run(pip + ["--no-deps", "--force-reinstall", str(ROOT)], check=True)
+    # lmmlib as binder/postBuild installs it: from this checkout, not editable. It is built
+    # from a clean copy of its sources: building in the checkout would reuse setuptools'
+    # build/ folder, which can hold older copies of the modules.
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(ROOT / "lmmlib", Path(tmp) / "lmmlib",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(ROOT / name, Path(tmp) / name)
+        subprocess.run(pip + ["--no-deps", "--force-reinstall", tmp], check=True)
     old = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = str(READER_ENV / "share" / "jupyter")
     yield KERNEL

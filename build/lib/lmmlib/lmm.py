@@ -27,6 +27,7 @@ from lmmlib.errors import ConvergenceWarning, LmmInputError, SingularFitWarning
 from lmmlib.formula import group_components
 from lmmlib.optimizer import gradient_and_hessian, optimize_theta
 from lmmlib.pls import PenalizedLeastSquares, profiled_deviance, profiled_reml_criterion
+from lmmlib.priorweights import log_det_weights, working_response, working_system
 from lmmlib.remat import (
     group_labels,
     random_effects_product,
@@ -45,7 +46,8 @@ SINGULAR_TOL = 1e-4
 WELL_SCALED = (1e-3, 1e3)
 
 
-def lmer(formula: str, data: pd.DataFrame, reml: bool = True) -> LinearMixedModel:
+def lmer(formula: str, data: pd.DataFrame, reml: bool = True, *, weights=None,
+         offset=None) -> LinearMixedModel:
     """Fit a linear mixed model given in lme4's formula syntax; returns the fitted model.
 
     Parameters
@@ -55,10 +57,15 @@ def lmer(formula: str, data: pd.DataFrame, reml: bool = True) -> LinearMixedMode
     data : pandas.DataFrame
     reml : bool
         Maximise the REML criterion (default, as lme4) or the likelihood (``reml=False``).
+    weights, offset : str or array-like, optional
+        Prior weights (residual variance ``sigma^2 / w_i``) and an offset added to the linear
+        predictor, as lme4's ``weights=`` and ``offset=``: a column of ``data`` or one value
+        per row (see :mod:`lmmlib.priorweights`).  ``offset(x)`` terms in the formula work too.
     """
     from lmmlib.design import build_design
 
-    return LinearMixedModel(build_design(formula, data), reml=reml).fit()
+    design = build_design(formula, data, weights=weights, offset=offset)
+    return LinearMixedModel(design, reml=reml).fit()
 
 
 @cache
@@ -106,6 +113,7 @@ class LinearMixedModel:
         The cross-products of this design's X, Z and y, when they are already formed (as
         :meth:`refit` does).
 
+
     Attributes after fitting (names as lme4's extractors):
     ``theta`` (array, lme4 order), ``fixef`` (Series), ``vcov`` (DataFrame), ``se`` (Series),
     ``sigma``, ``varcorr`` (DataFrame like ``as.data.frame(VarCorr())``), ``sdcor`` (Series),
@@ -119,11 +127,13 @@ class LinearMixedModel:
 
     def __init__(self, design, reml: bool = True, *, pls: PenalizedLeastSquares | None = None):
         self.design = design
-        self.reml = bool(reml)
+        self.reml = _check_reml(reml)
         #: random-effects terms, in lme4's order (build_design sorts them as lme4's mkReTrms);
         #: theta, varcorr and ranef follow this order
         self.terms = list(design.terms)
-        self.pls = PenalizedLeastSquares(design.X, design.y, self.terms) if pls is None else pls
+        self.pls = PenalizedLeastSquares(*working_system(design)) if pls is None else pls
+        #: log|W| of the prior weights, subtracted from the criteria (lme4's ldW)
+        self.log_det_w = log_det_weights(getattr(design, "weights", None))
         self.layout = self.pls.layout
         self.nobs, self.p = design.X.shape
         self.fixef_names = list(design.fixef_names)
@@ -137,20 +147,23 @@ class LinearMixedModel:
         """
         return self.pls.objective(np.asarray(theta, dtype=float), self.reml)
 
-    def fit(self, start=None, *, hessian=None) -> LinearMixedModel:
+    def fit(self, start=None, *, hessian=None, polish: bool = True) -> LinearMixedModel:
         """Minimise :meth:`objective` over theta; returns self.
 
         The search starts from ``start`` or from lme4's ``T_k = I`` for the columns scaled as in
         :mod:`lmmlib.pls` and runs on that scale (theta times ``pls.theta_scale``), where one
         step size suits every predictor whatever its units.  ``hessian``, the Hessian of the
         criterion on that scale near ``start``, starts a quasi-Newton search (as :meth:`refit`
-        does; see :func:`lmmlib.optimizer.optimize_theta`).
+        does; see :func:`lmmlib.optimizer.optimize_theta`), with a final Newton step unless
+        ``polish=False`` (a refit to a new response, where speed matters more than 1e-7).
         """
         lower = self.layout.lower
         scale = self.pls.theta_scale
+        options = {} if hessian is None else {"hessian": hessian, "polish": polish}
+        if start is not None:  # compared with lme4's T = I at the end (optimize_theta, step 5)
+            options["fallback"] = self.layout.start
         start = self.layout.start / scale if start is None else np.asarray(start, dtype=float)
         scaled_objective = self._scaled_objective
-        options = {} if hessian is None else {"hessian": hessian}
         with _single_blas_thread():
             theta_s, self.optinfo = optimize_theta(scaled_objective, start * scale, lower,
                                                    **options)
@@ -204,15 +217,15 @@ class LinearMixedModel:
                 f"refit({newresp}) is ambiguous: the first argument is a new response; "
                 f"write refit(reml={newresp}) to change the criterion"
             )
-        reml = self.reml if reml is None else bool(reml)
+        reml = self.reml if reml is None else _check_reml(reml)
         if newresp is None:
             model = LinearMixedModel(self.design, reml=reml, pls=self.pls)
         else:
             y = self._new_response(newresp)
-            model = LinearMixedModel(
-                dataclasses.replace(self.design, y=y), reml=reml, pls=self.pls.with_response(y)
-            )
-        return model.fit(start=self.theta, hessian=self.scaled_hessian)
+            design = dataclasses.replace(self.design, y=y)
+            model = LinearMixedModel(design, reml=reml,
+                                     pls=self.pls.with_response(working_response(design)))
+        return model.fit(start=self.theta, hessian=self.scaled_hessian, polish=newresp is None)
 
     @cached_property
     def scaled_hessian(self) -> np.ndarray:
@@ -239,12 +252,16 @@ class LinearMixedModel:
         if isinstance(newresp, pd.Series) and not newresp.index.equals(self.design.row_index):
             rows = self.design.row_index
             index = newresp.index
-            if len(index) != len(rows) or index.has_duplicates or not index.isin(rows).all():
+            if index.has_duplicates or not rows.isin(index).all():
                 raise LmmInputError(
                     f"newresp is a Series of {len(newresp)} values whose index does not match "
                     f"the {len(rows)} rows of the fit; pass an array in the fit's row order"
                 )
-            newresp = newresp.reindex(rows)
+            newresp = newresp.reindex(rows)  # a full-length response loses the dropped rows
+        kept = getattr(self.design, "data_rows", None)
+        if (kept is not None and self.design.n_dropped and not isinstance(newresp, pd.Series)
+                and np.ndim(newresp) == 1 and len(newresp) == self.nobs + self.design.n_dropped):
+            newresp = np.asarray(newresp)[kept]  # lme4 takes the data's length, NAs included
         try:
             y = np.asarray(newresp, dtype=float)
         except (TypeError, ValueError) as exc:
@@ -261,8 +278,12 @@ class LinearMixedModel:
             raise LmmInputError("newresp is constant; a variance cannot be estimated")
         return y
 
-    def simulate(self, nsim: int = 1, seed=None) -> pd.DataFrame:
+    def simulate(self, nsim: int = 1, seed=None, **options) -> pd.DataFrame:
         """Responses simulated from the fitted model (lme4's ``simulate``), one column each.
+
+        ``options`` (``use_u``, ``newdata``, ``theta``, ``beta``, ``sigma``,
+        ``allow_new_levels``) are those of :func:`lmmlib.prediction.simulate`, which
+        handles every call with them.
 
         Each column is ``y* = X beta + Z Lambda u* + e*`` with new spherical random effects
         ``u* ~ N(0, sigma^2 I)`` and residuals ``e* ~ N(0, sigma^2 I)`` at the estimates
@@ -279,6 +300,10 @@ class LinearMixedModel:
         """
         if isinstance(nsim, bool) or not isinstance(nsim, (int, np.integer)) or nsim < 1:
             raise LmmInputError(f"nsim must be a positive integer, got {nsim!r}")
+        if options or self.design.weights is not None or self.design.offset is not None:
+            from lmmlib.prediction import simulate
+
+            return simulate(self, nsim, seed, **options)
         rng = np.random.default_rng(seed)
         nsim = int(nsim)
         Y = np.repeat((self.design.X @ self.fixef.to_numpy())[:, None], nsim, axis=1)
@@ -313,6 +338,7 @@ class LinearMixedModel:
         else:
             self.deviance = profiled_deviance(factor.logdet_L, factor.r2, n)
             self.sigma = float(np.sqrt(factor.r2 / n))
+        self.deviance -= self.log_det_w
         self.npar = self.layout.size + self.p + 1
         self.loglik = -0.5 * self.deviance
         self.aic = self.deviance + 2 * self.npar
@@ -408,6 +434,8 @@ class LinearMixedModel:
     def fitted(self) -> pd.Series:
         """Fitted values ``X beta + Z b`` (conditional on the random effects)."""
         mu = self.design.X @ self.solution.beta
+        if self.design.offset is not None:
+            mu = mu + self.design.offset
         for term, b in zip(self.terms, self.solution.b):
             mu += random_effects_product(term.codes, term.X, b)
         return pd.Series(mu, index=self.design.row_index, name="fitted")
@@ -461,27 +489,34 @@ class LinearMixedModel:
 
     # ----------------------------------------------------------------- prediction
     def predict(
-        self, newdata: pd.DataFrame | None = None, re: bool = True, allow_new_levels: bool = False
-    ) -> pd.Series:
-        """Predictions ``X beta + Z b`` (``re=True``) or the population-level ``X beta``.
+        self, newdata: pd.DataFrame | None = None, re: bool = True, allow_new_levels: bool = False,
+        *, re_form=None, interval: str | None = None, level: float = 0.95, se_fit: bool = False,
+    ) -> pd.Series | pd.DataFrame:
+        """Predictions ``o + X beta + Z b`` (``re=True``) or the population-level ``o + X beta``.
 
-        A level of a grouping factor not seen in the fit raises an error naming it, unless
+        ``re_form`` is lme4's ``re.form``: None (all random effects), ``"~0"`` (none, as
+        ``re=False``), or a formula naming some of the model's terms, e.g.
+        ``"~(1 | Subject)"`` (:func:`lmmlib.prediction.linear_predictor`).  A row of
+        ``newdata`` with a missing predictor gets NaN (lme4's NA).  A level of a grouping
+        factor not seen in the fit raises an error naming it, unless
         ``allow_new_levels=True``, in which case its random effect is 0 (lme4's convention).
+        With ``interval="confidence"`` or ``"prediction"`` (at ``level``) or ``se_fit=True``
+        the result is a DataFrame (``fit``, ``se_fit``, ``lwr``, ``upr``); the formulas and
+        what they ignore are in :func:`lmmlib.inference.predict_intervals`.
         """
-        if newdata is None:
-            if re:
-                return self.fitted.copy()
-            return pd.Series(self.design.X @ self.fixef.to_numpy(), index=self.design.row_index)
-        if not isinstance(newdata, pd.DataFrame):
-            raise LmmInputError(f"newdata must be a pandas DataFrame, not {type(newdata).__name__}")
-        mu = self.design.new_fixed_matrix(newdata) @ self.fixef.to_numpy()
-        if re:
-            for i, (codes, Xk) in enumerate(self.design.new_random_terms(newdata)):
-                codes = np.asarray(codes)
-                if not allow_new_levels and np.any(codes < 0):
-                    self._raise_new_level(newdata, self.terms[i].group, codes)
-                mu = mu + random_effects_product(codes, Xk, self.solution.b[i])
-        return pd.Series(mu, index=newdata.index, name="predicted")
+        if interval is not None or se_fit:
+            if re_form is not None:
+                raise LmmInputError(
+                    "predict: intervals and se_fit are computed for re=True (all random effects) "
+                    "or re=False (none); re_form with a subset of terms is not supported there"
+                )
+            from lmmlib.inference import predict_intervals
+
+            return predict_intervals(self, newdata, re, allow_new_levels, interval, level,
+                                     se_fit)
+        from lmmlib.prediction import linear_predictor
+
+        return linear_predictor(self, newdata, "~0" if not re else re_form, allow_new_levels)
 
     @staticmethod
     def _raise_new_level(newdata: pd.DataFrame, group: str, codes: np.ndarray):
@@ -503,16 +538,50 @@ class LinearMixedModel:
             "Use allow_new_levels=True to predict with a random effect of 0 for new levels."
         )
 
+    # ----------------------------------------------------------------- lme4's extractors
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Per-level coefficients, fixed plus random effects (lme4's ``coef()``;
+        :func:`lmmlib.effects.coef`)."""
+        from lmmlib.effects import coef
+
+        return coef(self)
+
+    def resid(self, type: str = "response", scaled: bool = False) -> pd.Series:
+        """Residuals of ``type`` "response" or "pearson", optionally divided by sigma
+        (lme4's ``residuals(fit, type, scaled)``; :func:`lmmlib.diagnostics.residuals`)."""
+        from lmmlib.diagnostics import residuals
+
+        return residuals(self, type=type, scaled=scaled)
+
+    def hatvalues(self) -> pd.Series:
+        """Leverages, the diagonal of lme4's hat matrix (:func:`lmmlib.diagnostics.hatvalues`)."""
+        from lmmlib.diagnostics import hatvalues
+
+        return hatvalues(self)
+
+    def cooks_distance(self) -> pd.Series:
+        """Cook's distances as lme4's ``cooks.distance`` (:mod:`lmmlib.diagnostics`)."""
+        from lmmlib.diagnostics import cooks_distance
+
+        return cooks_distance(self)
+
     # ----------------------------------------------------------------- inference
-    def confint(self, method: str = "wald", level: float = 0.95) -> pd.DataFrame:
+    def confint(self, method: str = "wald", level: float = 0.95, ddf=None) -> pd.DataFrame:
         """Confidence intervals, rows named as lme4 (``sd_(Intercept)|Subject``, ``sigma``, ...).
 
         ``"wald"``: ``beta +- z_{1-a/2} se`` for the fixed effects, NaN for the variance
-        parameters (as lme4).  ``"profile"``: likelihood-profile intervals from
-        :func:`lmmlib.profile.profile_confint`.
+        parameters (as lme4); with ``ddf`` ("satterthwaite", "kenward-roger", "residual") the
+        t quantile with those df (:func:`lmmlib.inference.confint_wald`).  ``"profile"``:
+        likelihood-profile intervals from :func:`lmmlib.profile.profile_confint`.
         """
         if not 0 < level < 1:
             raise LmmInputError(f"level must be between 0 and 1, got {level}")
+        if ddf is not None:
+            if method != "wald":
+                raise LmmInputError(f"ddf applies to method='wald' only, not {method!r}")
+            from lmmlib.inference import confint_wald
+
+            return confint_wald(self, level, ddf)
         if method == "profile":
             from lmmlib.profile import profile_confint
 
@@ -527,18 +596,40 @@ class LinearMixedModel:
             index=[*self.sdcor.index, *self.fixef_names],
         )
 
-    def summary(self):
+    def coef_table(self, ddf=None) -> pd.DataFrame:
+        """Fixed effects with Std. Error, df, t value and Pr(>|t|) for ``ddf`` one of None
+        (lme4's table, no p-values), "satterthwaite", "kenward-roger", "residual"
+        (:func:`lmmlib.inference.coef_table`)."""
+        from lmmlib.inference import coef_table
+
+        return coef_table(self, ddf)
+
+    def summary(self, ddf=None):
         """A printable summary laid out like lme4's ``print(summary(fit))``
-        (:class:`lmmlib.summary.LmmSummary`)."""
+        (:class:`lmmlib.summary.LmmSummary`).
+
+        The default, ``ddf=None``, is lme4's: t values without df or p-values, because the
+        null distribution of t is not exactly known.  ``ddf="satterthwaite"`` (lmerTest's
+        default; any size, REML or ML) or ``"kenward-roger"`` (pbkrtest's; REML, better for
+        few groups, cost cubic in the number of random effects) adds df and Pr(>|t|), as
+        lmerTest's summary; see :mod:`lmmlib.inference`.
+        """
         from lmmlib.summary import LmmSummary
 
-        return LmmSummary(self)
+        return LmmSummary(self, ddf=ddf)
 
     def __repr__(self) -> str:
         crit = "REML criterion" if self.reml else "deviance"
         value = getattr(self, "deviance", None)
         shown = "unfitted" if value is None else f"{crit} {value:.4f}"
         return f"<LinearMixedModel {self.design.formula!r}, {shown}>"
+
+
+def _check_reml(reml) -> bool:
+    """``reml`` must be a bool (``reml="yes"`` or ``reml=0.5`` is a mistake, not a choice)."""
+    if not isinstance(reml, (bool, np.bool_)):
+        raise LmmInputError(f"reml must be True or False, got {reml!r}")
+    return bool(reml)
 
 
 def _singularity_scale(terms, layout) -> np.ndarray:

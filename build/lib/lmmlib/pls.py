@@ -28,7 +28,7 @@ with ``sigma^2 = r^2/n`` (ML) or ``r^2/(n - p)`` (REML).
 nothing that grows with n.  As in MixedModels.jl, the term with the most random effects is put
 first: its block of ``Lambda'Z'Z Lambda + I`` is block diagonal, one small p1 x p1 block
 ``M_j = T_1'A_j T_1 + I`` per level (``A_j`` the level's block of ``Z_1'Z_1``), factored all at
-once.  Eliminating it leaves the Schur complement of the other terms, X and y,
+once.  Eliminating it leaves the Schur complement of the other terms, X and y::
 
     S = [Lambda_r'Z_r'; X'; y'] [Z_r Lambda_r, X, y] + diag(I, 0, 0)
         - [Lambda_r'Z_r'; X'; y'] Z_1 N Z_1' [Z_r Lambda_r, X, y],

@@ -12,7 +12,7 @@ square root*
 
 is close to a straight line in x when the sampling distribution of ``phi_hat`` is close to
 normal.  The likelihood-ratio test of ``phi = x`` accepts at level ``alpha`` when
-``zeta(x)^2 <= chi^2_{1, 1-alpha}``, so the profile interval at ``level`` is
+``zeta(x)^2 <= chi^2_{1, 1-alpha}``, so the profile interval at ``level`` is::
 
     { x : |zeta(x)| <= sqrt(qchisq(level, 1)) = z_{(1 + level)/2} }.
 
@@ -231,6 +231,8 @@ class DevianceProfile:
         self.deviance = deviance_at(self.pls, fit.theta, fit.sigma)
         self._scale = self._step_scales(fit)
         # each profile starts with its estimate: zeta = 0 there, the other parameters at the fit
+        #: parameters whose inner fits start from several points (see :meth:`end`)
+        self._multistart: set[str] = set()
         self._points: dict[str, list[tuple[float, float, np.ndarray]]] = {
             name: [(self._centre[name], 0.0, self._var_start if i < n_var else fit.theta)]
             for i, name in enumerate(self.names)
@@ -251,8 +253,8 @@ class DevianceProfile:
         return pd.Series(steps, index=self.names)
 
     # ---------------------------------------------------------------- one profile value
-    def _profiled_deviance(self, i: int, value: float,
-                           start: np.ndarray) -> tuple[float, np.ndarray]:
+    def _profiled_deviance(self, i: int, value: float, start: np.ndarray,
+                           multistart: bool | None = None) -> tuple[float, np.ndarray]:
         """Minimum deviance with parameter ``i`` held at ``value``; returns it and the optimum
         of all parameters (sdcor + sigma for a variance parameter, theta for a fixed effect)."""
         if i < self.n_var:
@@ -267,16 +269,54 @@ class DevianceProfile:
                 theta, excess = theta_from_sdcor(pars[:-1], pars[-1], self.layout)
                 return deviance_at(self.pls, theta, pars[-1]) + INVALID_PENALTY * excess
 
-            x, d = _minimize(dev, start[free], lower[free], upper[free])
+            best_x, best_d = None, np.inf
+            if multistart is None:
+                multistart = self.names[i] in self._multistart
+            starts = self._inner_starts(i, value, start) if multistart else [start]
+            for x0 in starts:
+                x, d = _minimize(dev, x0[free], lower[free], upper[free])
+                if d < best_d - 1e-9:
+                    best_x, best_d = x, d
             pars = np.empty(self.n_var)
-            pars[free], pars[i] = x, value
-            return d, pars
+            pars[free], pars[i] = best_x, value
+            return best_d, pars
         j = i - self.n_var
         theta, d = _minimize(
             lambda th: fixed_effect_deviance(self.pls, th, j, value)[0],
             start, self.layout.lower, np.full(self.layout.size, np.inf),
         )
         return d, theta
+
+    def _inner_starts(self, i: int, value: float, start: np.ndarray) -> list[np.ndarray]:
+        """Starting points of the inner minimisation with parameter i held at ``value``.
+
+        The profiled deviance can have several local minima in the other parameters, some on
+        the boundary: a standard deviation of 0 (then the correlations of that term no longer
+        matter) or a correlation of +-1.  A single start (the neighbouring point's optimum)
+        then misses the better one: the sigma interval came out too short and a correlation
+        interval short of [-1, 1] (issue 7).  So the inner fit starts from that neighbour and
+        from the estimates, each as it is, with one standard deviation (other than the one
+        held) set to 0, and with one correlation set to -0.95 or 0.95; the best optimum is
+        kept (:meth:`_profiled_deviance`).
+        """
+        estimates = self._var_start.copy()
+        estimates[i] = value
+        bases = [np.asarray(start, dtype=float), estimates]
+        lower = self.lower.to_numpy()[: self.n_var - 1]
+        starts = list(bases)
+        for j in range(self.n_var - 1):
+            if j == i:
+                continue
+            for base in bases:
+                for new in ((0.0,) if lower[j] == 0 else (-0.95, 0.95)):
+                    varied = base.copy()
+                    varied[j] = new
+                    starts.append(varied)
+        unique = []
+        for x0 in starts:
+            if not any(np.array_equal(x0, u) for u in unique):
+                unique.append(x0)
+        return unique
 
     def zeta(self, name: str, value: float) -> float:
         """Signed square root ``sign(value - estimate) sqrt(d_phi(value) - d(phi_hat))``."""
@@ -318,6 +358,29 @@ class DevianceProfile:
     # ---------------------------------------------------------------- interval ends
     def end(self, name: str, cut: float, side: int) -> float:
         """The value where zeta crosses ``side * cut`` (side = -1 lower end, +1 upper end).
+
+        The search runs with one start per inner fit (the neighbouring point's optimum),
+        which is fast; the end it finds is then checked with the inner fit started from
+        several points, boundaries included (:meth:`_inner_starts`).  If that finds a lower
+        deviance there, the single start had missed the inner optimum (issue 7: a sigma
+        interval too short, a correlation interval short of [-1, 1]), and the search is
+        repeated with several starts for every point of this parameter.
+        """
+        x = self._search_end(name, cut, side)
+        i = self._index(name)
+        if i >= self.n_var or name in self._multistart or not np.isfinite(x):
+            return x
+        value, z, opt = min(self._points[name], key=lambda pt: abs(pt[0] - x))
+        d_single = self.deviance + z**2
+        d_multi, _ = self._profiled_deviance(i, x, opt, multistart=True)
+        if d_multi < d_single - 1e-7:
+            self._multistart.add(name)
+            self._points[name] = self._points[name][:1]  # keep only the estimate
+            x = self._search_end(name, cut, side)
+        return x
+
+    def _search_end(self, name: str, cut: float, side: int) -> float:
+        """:meth:`end`'s search with the current inner fits.
 
         Steps away from the estimate, extrapolating zeta linearly, until ``|zeta| >= cut``,
         then solves ``zeta(x) = side * cut`` with Brent's method.  Returns the parameter's bound

@@ -214,7 +214,7 @@ def dense_crossprod(term, M: np.ndarray) -> np.ndarray:
 
 
 def random_effects_product(codes: np.ndarray, Xk: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``Z_k b_k`` for one term: row i is ``X_k[i] . b_k[g[i]]``; rows with code -1 get 0.
+    """``Z_k b_k`` for one term: row i is ``X_k[i] @ b_k[g[i]]``; rows with code -1 get 0.
 
     ``b`` is the (levels, p) array of the term's random effects.
     """
