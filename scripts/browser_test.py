@@ -163,7 +163,8 @@ DARK_FACTS = """async () => {
   }
   const transparent = [];
   for (const img of document.querySelectorAll("main img")) {
-    if (!img.naturalWidth || img.src.endsWith(".svg")) continue;
+    // the theme's own icons (_static/, e.g. the Colab logo of the launch menu) are not figures
+    if (!img.naturalWidth || img.src.endsWith(".svg") || img.src.includes("/_static/")) continue;
     const c = document.createElement("canvas");
     c.width = img.naturalWidth; c.height = img.naturalHeight;
     const ctx = c.getContext("2d");
