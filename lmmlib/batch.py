@@ -20,10 +20,12 @@ same rows (parametric and residual bootstrap), weighted rows (the subsample sche
 levels drawn with replacement (the cluster bootstrap; a level drawn twice is two levels).
 :meth:`BatchedProblems.minimize` runs Newton's method on all replicates in lockstep from the
 original fit's theta, with the gradient and Hessian of each by finite differences evaluated
-in the same batched call.  A replicate that does not converge, needs a step towards a bound
-or ends near the boundary (a variance near 0, a correlation near +-1) is flagged, and the
-caller refits it with the engine (:meth:`lmmlib.lmm.LinearMixedModel.fit`), which handles
-boundaries; so the fast path never returns an estimate that ``refit`` would not.
+in the same batched call.  The search is unconstrained (the criterion depends on theta only
+through ``T T'``), so a boundary fit (a variance at 0, a correlation at +-1) is an ordinary
+minimum and is found as such.  A replicate that does not converge to a point with a positive
+definite Hessian is flagged, and the caller refits it with the engine
+(:meth:`lmmlib.lmm.LinearMixedModel.fit`); so the fast path never returns an estimate that
+``refit`` would not.
 
 Columns are scaled by powers of two as in :mod:`lmmlib.pls` (``pls.X_scaled``, the scaled
 term, ``pls.theta_scale``), and y is replaced by its least-squares residual before its
@@ -57,9 +59,8 @@ __all__ = ["BatchedProblems", "supports"]
 DECREMENT_TOL = 1e-10
 #: finite-difference step for theta on the scaled axis (where theta is of order 1)
 STEP = 1e-4
-#: a replicate whose variance parameters come closer than this to their bound (on the scaled
-#: axis) is left to the engine, which knows how to fit on the boundary
-BOUNDARY = 1e-2
+#: lme4's isSingular tolerance (as lmmlib.lmm.SINGULAR_TOL)
+SINGULAR_TOL = 1e-4
 MAX_ITER = 30
 
 
@@ -241,9 +242,18 @@ class BatchedProblems:
         the step ``-H^{-1}g`` is halved until the criterion decreases (Armijo).  A replicate
         stops when the predicted decrease ``g'H^{-1}g/2`` is below ``DECREMENT_TOL``.
 
-        Returns a dict of arrays, one row per replicate: ``ok`` (converged inside the
-        bounds; the others are for the engine), ``theta`` (units of the data), ``beta``,
-        ``sigma``, ``criterion``, ``iterations``.
+        The search is unconstrained: the criterion depends on theta only through ``T T'``,
+        which is the same for T and for T with a column negated, so a negative diagonal
+        element is as good as its absolute value, and a variance at 0 (a singular fit) is an
+        interior minimum in theta's space.  At the end, columns with a negative diagonal
+        element are negated (lme4's convention: diagonal >= 0).  A replicate is converged when
+        its Hessian is positive definite and the decrement small; the others (a flat ridge, as
+        when an SD is 0 and the correlation undefined) go to the engine.
+
+        Returns a dict of arrays, one row per replicate: ``ok`` (converged; the others are for
+        the engine), ``theta`` (units of the data), ``beta``, ``sigma``, ``criterion``,
+        ``singular`` (lme4's rule, as :attr:`lmmlib.lmm.LinearMixedModel.singular`),
+        ``iterations``.
         """
         reml, scale = fit.reml, fit.pls.theta_scale
         k, B = len(fit.theta), len(self.XYXY)
@@ -267,16 +277,9 @@ class BatchedProblems:
             ok[idx[done]] = True
             failed = bad
             move = ~done & ~failed
-            # steps towards a bound are shortened to stop half-way to BOUNDARY/2
-            room = theta[idx] - BOUNDARY / 2
-            with np.errstate(divide="ignore", invalid="ignore"):
-                limits = np.where(diagonal & (step < 0), 0.5 * room / -step, np.inf)
-            t_max = np.minimum(1.0, limits.min(axis=1))
-            failed |= move & (t_max < 1e-3)
-            move &= ~failed
             active[idx[done | failed]] = False
             m_idx, m_step, m_f0, m_dec = idx[move], step[move], f0[move], decrement[move]
-            t = t_max[move]
+            t = np.ones(len(m_idx))
             pending = np.ones(len(m_idx), dtype=bool)
             for _ in range(12):
                 if not pending.any():
@@ -289,19 +292,44 @@ class BatchedProblems:
                 pending[j[better]] = False
                 t[j[~better]] *= 0.5
             active[m_idx[pending]] = False  # no decrease along the Newton direction
-        # near the boundary on either axis: the engine's singularity rule decides there
-        ok &= ~(diagonal[None] & ((theta < BOUNDARY) | (theta / scale < 1e-3))).any(axis=1)
+        theta = _positive_diagonal(theta, len(fit.terms[0].names))
         value, beta_tilde, r2 = self.evaluate(theta, np.arange(B), reml, details=True)
+        theta = theta / scale
+        factor = _singularity_factor(fit)
+        singular = (diagonal[None] & (theta * factor < SINGULAR_TOL)).any(axis=1)
         denom = self.nobs - self.p if reml else self.nobs
         x_scale = fit.pls.x_scale
         return {
             "ok": ok & np.isfinite(value),
-            "theta": theta / scale,
+            "theta": theta,
+            "singular": singular,
             "beta": (beta_tilde + self.gamma) / x_scale,
             "sigma": np.sqrt(r2 / denom),
             "criterion": value,
             "iterations": iterations,
         }
+
+
+def _positive_diagonal(theta: np.ndarray, q: int) -> np.ndarray:
+    """theta with every template column whose diagonal element is negative negated."""
+    rows, cols = theta_indices(q)
+    out = theta.copy()
+    for c in range(q):
+        negative = theta[:, np.flatnonzero((rows == c) & (cols == c))[0]] < 0
+        out[np.ix_(negative, cols == c)] *= -1
+    return out
+
+
+def _singularity_factor(fit) -> np.ndarray:
+    """Per theta entry, ``m / clip(m, 1e-3, 1e3)`` for a term column of root mean square m:
+    the engine's adjustment of lme4's isSingular rule for badly scaled predictors (see
+    :attr:`lmmlib.lmm.LinearMixedModel.singular`); 1 for ordinary scales."""
+    factors = []
+    for term in fit.terms:
+        rms = np.sqrt(np.mean(np.asarray(term.X, dtype=float) ** 2, axis=0))
+        clipped = np.clip(rms, 1e-3, 1e3)
+        factors.append(np.where(rms > 0, rms / np.where(rms > 0, clipped, 1.0), 1.0))
+    return fit.layout.row_values(factors)
 
 
 def _log_scale(pls) -> float:

@@ -149,7 +149,8 @@ def bootstrap(fit, n: int = 1000, kind: str = "parametric", seed=None,
             est = _estimates_from_batch(fit, out, b)
             rows[b] = estimates[b] = est.to_numpy()
             thetas[b] = out["theta"][b]
-            status[b] = (True, False, False, "batched")
+            status[b] = (True, bool(out["singular"][b]), False, "batched",
+                         float(out["criterion"][b]))
         todo = np.flatnonzero(~out["ok"])
     else:
         todo = np.arange(n)
@@ -160,21 +161,23 @@ def bootstrap(fit, n: int = 1000, kind: str = "parametric", seed=None,
             rows[b] = np.full(len(names), np.nan)
             estimates[b] = np.full(len(t0) if statistic is None else _n_default(fit), np.nan)
             thetas[b] = np.full(len(fit.theta), np.nan)
-            status[b] = (False, False, True, f"failed: {exc}")
+            status[b] = (False, False, True, f"failed: {exc}", np.nan)
             continue
         value = _as_series(_call(stat, refit, f"replicate {b + 1}"), len(names),
                            f"replicate {b + 1}")
         rows[b] = value.to_numpy(dtype=float)
         estimates[b] = default_statistic(refit).to_numpy(dtype=float)
         thetas[b] = refit.theta
-        status[b] = (bool(refit.optinfo["converged"]), bool(refit.singular), False, "refit")
+        status[b] = (bool(refit.optinfo["converged"]), bool(refit.singular), False, "refit",
+                     float(refit.deviance))
     index = pd.RangeIndex(1, n + 1, name="replicate")
     table = pd.DataFrame(np.array([rows[b] for b in range(n)]), index=index, columns=names)
     est_names = default_statistic(fit).index
     est_table = pd.DataFrame(np.array([estimates[b] for b in range(n)]), index=index,
                              columns=est_names)
     status_frame = pd.DataFrame([status[b] for b in range(n)], index=index,
-                                columns=["converged", "singular", "failed", "path"])
+                                columns=["converged", "singular", "failed", "path",
+                                         "criterion"])
     return BootstrapResult(fit=fit, kind=kind, n=n, seed=seed, level=level, t0=t0,
                            table=table, estimates=est_table,
                            theta=np.array([thetas[b] for b in range(n)]),
@@ -394,7 +397,8 @@ class BootstrapResult:
         Each replicate's theta.
     status : pandas.DataFrame
         Per replicate: ``converged``, ``singular``, ``failed``, ``path`` ("batched", "refit",
-        or the error of a failed replicate).
+        or the error of a failed replicate) and ``criterion`` (the replicate's REML criterion
+        or deviance at its estimates).
     kind, n, seed, level, group, m
         The arguments of :func:`bootstrap` (``seed`` as used).
     """

@@ -94,12 +94,20 @@ def test_batched_path_gives_the_engine_estimates(fit, kind):
     slow = _engine_table(fast)
     assert (fast.status["path"] == "batched").sum() > 30
     assert (slow.status["path"] == "refit").all()
-    # fixed effects: beta(theta) is flat at the optimum, so tiny differences in theta vanish
+    # the same criterion, minimised: never worse than the engine's optimum
+    gain = slow.status["criterion"] - fast.status["criterion"]
+    assert np.all(gain > -1e-8), gain.min()
+    # where both find the same optimum, the same estimates: fixed effects to 1e-5, SDs,
+    # correlation and sigma as close as the engine's own convergence test allows (a Newton
+    # decrement < 1e-8, i.e. about 1e-4 standard errors).  A replicate where the batched
+    # search found a lower criterion (the engine stopped at a worse point on the boundary,
+    # seen for a few subsamples) is excluded, and there must be few of them.
+    same = (gain < 1e-6).to_numpy()
+    assert same.sum() >= len(same) - 2
     names = fit.fixef_names
-    np.testing.assert_allclose(fast.table[names], slow.table[names], rtol=1e-5, atol=1e-4)
-    # SDs, correlation, sigma: as close as the engine's own convergence test allows
-    # (a Newton decrement < 1e-8, i.e. about 1e-4 standard errors)
-    diff = (fast.table - slow.table).abs().max() / slow.table.std()
+    np.testing.assert_allclose(fast.table[names][same], slow.table[names][same], rtol=1e-5,
+                               atol=1e-4)
+    diff = (fast.table[same] - slow.table[same]).abs().max() / slow.table.std()
     assert diff.max() < 1e-3, diff
     pd.testing.assert_frame_equal(fast.status[["failed"]], slow.status[["failed"]])
 
