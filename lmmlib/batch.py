@@ -120,58 +120,67 @@ class BatchedProblems:
                    _log_scale(pls))
 
     @classmethod
-    def row_weights(cls, fit, W: np.ndarray) -> BatchedProblems:
-        """Rows drawn with replacement: ``W`` (B, nobs), how often each row is drawn.
+    def row_weights(cls, fit, W: np.ndarray, Y: np.ndarray | None = None) -> BatchedProblems:
+        """Rows drawn with replacement: ``W`` (B, nobs), how often each row is drawn, from the
+        data ``Y`` (nobs, B; default the fit's response for every replicate).
 
         A row drawn twice counts twice in its own level (as when the drawn rows are fitted
         as a data set); a level with no rows adds nothing to the criterion.
         """
         pls, term = fit.pls, fit.pls.scaled_terms[0]
-        Xs = pls.X_scaled
-        gamma = np.linalg.lstsq(Xs, fit.design.y, rcond=None)[0]
-        r = fit.design.y - Xs @ gamma
-        J, q, p = len(term.levels), term.X.shape[1], Xs.shape[1]
-        XY = np.column_stack([Xs, r])
-        W = sp.csr_matrix(np.asarray(W, dtype=float))
+        Xs, Z, codes = pls.X_scaled, term.X, term.codes
+        W = np.asarray(W, dtype=float)
+        B, n = W.shape
+        gamma, R = _residuals(Xs, fit.design.y, Y, B)
+        J, q, p = len(term.levels), Z.shape[1], Xs.shape[1]
+        E = _indicator(codes, J)
 
-        def per_level(values):  # (n, k) row values -> (B, J, k) sums over each level's rows
-            n, k = values.shape
+        def per_level(values):  # (n, k) row values -> (B, J, k) weighted sums over each level
+            k = values.shape[1]
             spread = sp.csr_matrix(
                 (values.ravel(), (np.repeat(np.arange(n), k),
-                                  (term.codes[:, None] * k + np.arange(k)).ravel())),
+                                  (codes[:, None] * k + np.arange(k)).ravel())),
                 shape=(n, J * k))
-            return (W @ spread).toarray().reshape(-1, J, k)
+            return np.asarray((spread.T @ W.T).T).reshape(B, J, k)
 
-        Z = term.X
-        A = per_level(np.einsum("ia,ib->iab", Z, Z).reshape(len(Z), -1)).reshape(-1, J, q, q)
-        ZXY = per_level(np.einsum("ia,ib->iab", Z, XY).reshape(len(Z), -1))
-        XYXY = (W @ np.einsum("ia,ib->iab", XY, XY).reshape(len(XY), -1)).reshape(-1, p + 1, p + 1)
-        B = W.shape[0]
-        ZXY = ZXY.reshape(B, J, q, p + 1)
-        return cls(A, ZXY[..., :p], ZXY[..., p], XYXY, np.asarray(W.sum(axis=1)).ravel(),
-                   np.broadcast_to(gamma, (B, p)).copy(), q, p, _log_scale(pls))
+        A = per_level(np.einsum("ia,ib->iab", Z, Z).reshape(n, -1)).reshape(B, J, q, q)
+        ZX = per_level(np.einsum("ia,ib->iab", Z, Xs).reshape(n, -1)).reshape(B, J, q, p)
+        WR = W * R.T  # (B, n)
+        Zy = np.stack([np.asarray((E @ (WR * Z[:, a]).T).T) for a in range(q)], axis=-1)
+        XYXY = np.empty((B, p + 1, p + 1))
+        XYXY[:, :p, :p] = (W @ np.einsum("ia,ib->iab", Xs, Xs).reshape(n, -1)).reshape(B, p, p)
+        XYXY[:, :p, p] = XYXY[:, p, :p] = WR @ Xs
+        XYXY[:, p, p] = (WR * R.T).sum(axis=1)
+        return cls(A, ZX, Zy, XYXY, W.sum(axis=1), gamma, q, p, _log_scale(pls))
 
     @classmethod
-    def levels(cls, fit, draws: np.ndarray) -> BatchedProblems:
-        """Whole levels drawn with replacement: ``draws`` (B, G) level codes per replicate.
+    def levels(cls, fit, draws: np.ndarray, Y: np.ndarray | None = None) -> BatchedProblems:
+        """Whole levels drawn with replacement: ``draws`` (B, G) level codes per replicate,
+        from the data ``Y`` (nobs, B; default the fit's response for every replicate).
         Each drawn level is a level of its own, also when it is drawn more than once."""
         pls, term = fit.pls, fit.pls.scaled_terms[0]
-        Xs = pls.X_scaled
-        gamma = np.linalg.lstsq(Xs, fit.design.y, rcond=None)[0]
-        r = fit.design.y - Xs @ gamma
-        J, q, p = len(term.levels), term.X.shape[1], Xs.shape[1]
-        XY = np.column_stack([Xs, r])
-        E = _indicator(term.codes, J)
-        ZXY = np.stack([E @ (term.X[:, [a]] * XY) for a in range(q)], axis=1)  # (J, q, p+1)
-        XYXY_j = (E @ np.einsum("ia,ib->iab", XY, XY).reshape(len(XY), -1)).reshape(J, p + 1,
-                                                                                     p + 1)
-        n_j = np.asarray(E.sum(axis=1)).ravel()
+        Xs, Z = pls.X_scaled, term.X
         draws = np.asarray(draws)
         B = len(draws)
-        ZXY = ZXY[draws]
-        return cls(pls.A11[draws], ZXY[..., :p], ZXY[..., p], XYXY_j[draws].sum(axis=1),
-                   n_j[draws].sum(axis=1),
-                   np.broadcast_to(gamma, (B, p)).copy(), q, p, _log_scale(pls))
+        gamma, R = _residuals(Xs, fit.design.y, Y, B)
+        J, q, p = len(term.levels), Z.shape[1], Xs.shape[1]
+        E = _indicator(term.codes, J)
+        n_j = np.asarray(E.sum(axis=1)).ravel()
+        ZX = np.stack([E @ (Z[:, [a]] * Xs) for a in range(q)], axis=1)  # (J, q, p)
+        XX_j = (E @ np.einsum("ia,ib->iab", Xs, Xs).reshape(len(Xs), -1)).reshape(J, p, p)
+        cols = np.arange(B)[:, None]
+
+        def drawn(per_level):  # (J, B) sums of each level for each replicate's data
+            return per_level[draws, cols]  # (B, G)
+
+        Zy = np.stack([drawn(E @ (Z[:, [a]] * R)) for a in range(q)], axis=-1)
+        XYXY = np.empty((B, p + 1, p + 1))
+        XYXY[:, :p, :p] = XX_j[draws].sum(axis=1)
+        for c in range(p):
+            XYXY[:, c, p] = XYXY[:, p, c] = drawn(E @ (Xs[:, [c]] * R)).sum(axis=1)
+        XYXY[:, p, p] = drawn(E @ (R * R)).sum(axis=1)
+        return cls(pls.A11[draws], ZX[draws], Zy, XYXY, n_j[draws].sum(axis=1), gamma, q, p,
+                   _log_scale(pls))
 
     # ------------------------------------------------------------------ the criterion
     def evaluate(self, theta_s: np.ndarray, rep: np.ndarray, reml: bool, details=False):
@@ -234,8 +243,9 @@ class BatchedProblems:
         return value, beta, r2
 
     # ------------------------------------------------------------------ Newton in lockstep
-    def minimize(self, fit) -> dict:
-        """Minimise each replicate's criterion by Newton's method from ``fit.theta``.
+    def minimize(self, fit, start: np.ndarray | None = None) -> dict:
+        """Minimise each replicate's criterion by Newton's method from ``fit.theta`` (or from
+        ``start``, (B, k), theta in the units of the data, one row per replicate).
 
         Per iteration and replicate, one batched call evaluates the criterion at theta and at
         the ``2k + k(k-1)/2`` points of the finite-difference gradient (central) and Hessian;
@@ -257,7 +267,8 @@ class BatchedProblems:
         """
         reml, scale = fit.reml, fit.pls.theta_scale
         k, B = len(fit.theta), len(self.XYXY)
-        theta = np.tile(fit.theta * scale, (B, 1))
+        theta = np.tile(fit.theta, (B, 1)) if start is None else np.array(start, dtype=float)
+        theta = theta * scale
         diagonal = fit.layout.lower == 0
         active = np.ones(B, dtype=bool)
         ok = np.zeros(B, dtype=bool)
@@ -330,6 +341,20 @@ def _singularity_factor(fit) -> np.ndarray:
         clipped = np.clip(rms, 1e-3, 1e3)
         factors.append(np.where(rms > 0, rms / np.where(rms > 0, clipped, 1.0), 1.0))
     return fit.layout.row_values(factors)
+
+
+def _residuals(Xs: np.ndarray, y: np.ndarray, Y: np.ndarray | None, B: int):
+    """The least-squares coefficients (B, p) of each replicate's data on the scaled X, and the
+    residuals (n, B): y is replaced by them before cross-products (see lmmlib.pls)."""
+    if Y is None:
+        gamma = np.linalg.lstsq(Xs, y, rcond=None)[0]
+        r = y - Xs @ gamma
+        return np.tile(gamma, (B, 1)), np.repeat(r[:, None], B, axis=1)
+    Y = np.asarray(Y, dtype=float)
+    if Y.shape != (len(Xs), B):
+        raise ValueError(f"Y must have shape ({len(Xs)}, {B}), got {Y.shape}")
+    gamma = np.linalg.lstsq(Xs, Y, rcond=None)[0]
+    return gamma.T, Y - Xs @ gamma
 
 
 def _log_scale(pls) -> float:

@@ -49,7 +49,7 @@ from lmmlib.errors import ConvergenceWarning, LmmInputError, SingularFitWarning
 from lmmlib.remat import sdcor_names, theta_indices
 from lmmlib.summary import percent_label
 
-__all__ = ["bootstrap", "BootstrapResult", "BootstrapWarning", "KINDS", "default_statistic"]
+__all__ = ["bootstrap", "bootstrap_many", "BootstrapResult", "BootstrapWarning", "KINDS", "default_statistic"]
 
 KINDS = ("parametric", "cluster", "residual", "subsample")
 METHODS = ("percentile", "basic", "normal", "bca")
@@ -131,58 +131,117 @@ def bootstrap(fit, n: int = 1000, kind: str = "parametric", seed=None,
     >>> list(ci.columns), bool(ci.loc["Days", "2.5 %"] < 10.47 < ci.loc["Days", "97.5 %"])
     (['2.5 %', '97.5 %'], True)
     """
-    n = _check_arguments(fit, n, kind, statistic, level)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**63)
-    rng = np.random.default_rng(seed)
-    replicates = _Replicates(fit, kind, n, rng, group=group, m=m)
+    return _bootstrap([fit], [seed], n, kind, statistic, level, group, m, batched)[0]
+
+
+def bootstrap_many(fits, n: int = 1000, kind: str = "parametric", seed=None,
+                   level: float = 0.95, *, group: str | None = None,
+                   m: int | None = None) -> list[BootstrapResult]:
+    """:func:`bootstrap` of several fits of one model to data sets that differ only in the
+    response (a simulation study), with all their replicates fitted in one batch.
+
+    Result ``s`` equals ``bootstrap(fits[s], n, kind, seed=results[s].seed)`` (the default
+    statistic); the per-fit seeds are drawn from ``seed``.  Fits whose rows or model differ
+    are bootstrapped one after the other.
+
+    >>> from lmmlib import datasets, lmer
+    >>> fit = lmer("Reaction ~ Days + (Days | Subject)", datasets.sleepstudy())
+    >>> fits = [fit.refit(y) for _, y in fit.simulate(3, seed=1).items()]
+    >>> [b.n for b in bootstrap_many(fits, n=50, seed=2)]
+    [50, 50, 50]
+    """
+    fits = list(fits)
+    if not fits:
+        raise LmmInputError("bootstrap_many needs at least one fit")
+    children = np.random.SeedSequence(seed).spawn(len(fits))
+    seeds = [int(c.generate_state(1, np.uint64)[0] % 2**63) for c in children]
+    if all(_same_design(fits[0], f) for f in fits[1:]):
+        return _bootstrap(fits, seeds, n, kind, None, level, group, m, True)
+    return [_bootstrap([f], [s], n, kind, None, level, group, m, True)[0]
+            for f, s in zip(fits, seeds)]
+
+
+def _same_design(a, b) -> bool:
+    """Whether two fits share X, the random-effects terms and the criterion (only y differs)."""
+    if a.reml != b.reml or len(a.terms) != len(b.terms) or a.design.X.shape != b.design.X.shape:
+        return False
+    return np.array_equal(a.design.X, b.design.X) and all(
+        np.array_equal(s.codes, t.codes) and np.array_equal(s.X, t.X)
+        for s, t in zip(a.terms, b.terms))
+
+
+def _bootstrap(fits, seeds, n, kind, statistic, level, group, m, batched):
+    """The bootstraps of ``fits`` (same design), replicates of all fitted in one batch."""
+    for fit in fits:
+        n = _check_arguments(fit, n, kind, statistic, level)
     stat = default_statistic if statistic is None else statistic
-    t0 = _as_series(_call(stat, fit, "the original fit"), None, "the original fit")
-    names = t0.index
-    fast = batched and statistic is None and supports(fit)
-    rows, status = {}, {}
-    estimates, thetas = {}, {}
-    if fast:
-        out = replicates.batch().minimize(fit)
-        out["ok"] &= replicates.identifiable()  # the others fail in the engine, as they should
-        for b in np.flatnonzero(out["ok"]):
-            est = _estimates_from_batch(fit, out, b)
-            rows[b] = estimates[b] = est.to_numpy()
-            thetas[b] = out["theta"][b]
-            status[b] = (True, bool(out["singular"][b]), False, "batched",
-                         float(out["criterion"][b]))
-        todo = np.flatnonzero(~out["ok"])
-    else:
+    reps = [_Replicates(fit, kind, n, np.random.default_rng(seed), group=group, m=m)
+            for fit, seed in zip(fits, seeds)]
+    t0s = [_as_series(_call(stat, fit, "the original fit"), None, "the original fit")
+           for fit in fits]
+    fast = batched and statistic is None and supports(fits[0])
+    out = _batch(reps) if fast else None
+    results = []
+    for s, (fit, seed, rep, t0) in enumerate(zip(fits, seeds, reps, t0s)):
+        names = t0.index
+        rows, status, estimates, thetas = {}, {}, {}, {}
         todo = np.arange(n)
-    for b in todo:
-        try:
-            refit = replicates.fit(b)
-        except (np.linalg.LinAlgError, LmmInputError, ValueError, FloatingPointError) as exc:
-            rows[b] = np.full(len(names), np.nan)
-            estimates[b] = np.full(len(t0) if statistic is None else _n_default(fit), np.nan)
-            thetas[b] = np.full(len(fit.theta), np.nan)
-            status[b] = (False, False, True, f"failed: {exc}", np.nan)
-            continue
-        value = _as_series(_call(stat, refit, f"replicate {b + 1}"), len(names),
-                           f"replicate {b + 1}")
-        rows[b] = value.to_numpy(dtype=float)
-        estimates[b] = default_statistic(refit).to_numpy(dtype=float)
-        thetas[b] = refit.theta
-        status[b] = (bool(refit.optinfo["converged"]), bool(refit.singular), False, "refit",
-                     float(refit.deviance))
-    index = pd.RangeIndex(1, n + 1, name="replicate")
-    table = pd.DataFrame(np.array([rows[b] for b in range(n)]), index=index, columns=names)
-    est_names = default_statistic(fit).index
-    est_table = pd.DataFrame(np.array([estimates[b] for b in range(n)]), index=index,
-                             columns=est_names)
-    status_frame = pd.DataFrame([status[b] for b in range(n)], index=index,
-                                columns=["converged", "singular", "failed", "path",
-                                         "criterion"])
-    return BootstrapResult(fit=fit, kind=kind, n=n, seed=seed, level=level, t0=t0,
-                           table=table, estimates=est_table,
-                           theta=np.array([thetas[b] for b in range(n)]),
-                           status=status_frame, statistic=stat, group=replicates.group,
-                           m=replicates.m, _replicates=replicates)
+        if fast:
+            part = {key: value[s * n:(s + 1) * n] for key, value in out.items()}
+            for b in np.flatnonzero(part["ok"]):
+                rows[b] = estimates[b] = _estimates_from_batch(fit, part, b).to_numpy()
+                thetas[b] = part["theta"][b]
+                status[b] = (True, bool(part["singular"][b]), False, "batched",
+                             float(part["criterion"][b]))
+            todo = np.flatnonzero(~part["ok"])
+        for b in todo:
+            try:
+                refit = rep.fit(b)
+            except (np.linalg.LinAlgError, LmmInputError, ValueError, FloatingPointError) as exc:
+                rows[b] = np.full(len(names), np.nan)
+                estimates[b] = np.full(_n_default(fit), np.nan)
+                thetas[b] = np.full(len(fit.theta), np.nan)
+                status[b] = (False, False, True, f"failed: {exc}", np.nan)
+                continue
+            value = _as_series(_call(stat, refit, f"replicate {b + 1}"), len(names),
+                               f"replicate {b + 1}")
+            rows[b] = value.to_numpy(dtype=float)
+            estimates[b] = default_statistic(refit).to_numpy(dtype=float)
+            thetas[b] = refit.theta
+            status[b] = (bool(refit.optinfo["converged"]), bool(refit.singular), False,
+                         "refit", float(refit.deviance))
+        index = pd.RangeIndex(1, n + 1, name="replicate")
+        table = pd.DataFrame(np.array([rows[b] for b in range(n)]), index=index, columns=names)
+        est_table = pd.DataFrame(np.array([estimates[b] for b in range(n)]), index=index,
+                                 columns=default_statistic(fit).index)
+        status_frame = pd.DataFrame([status[b] for b in range(n)], index=index,
+                                    columns=["converged", "singular", "failed", "path",
+                                             "criterion"])
+        results.append(BootstrapResult(
+            fit=fit, kind=kind, n=n, seed=seed, level=level, t0=t0, table=table,
+            estimates=est_table, theta=np.array([thetas[b] for b in range(n)]),
+            status=status_frame, statistic=stat, group=rep.group, m=rep.m, _replicates=rep))
+    return results
+
+
+def _batch(reps) -> dict:
+    """All replicates of all fits (one design) fitted at once (lmmlib.batch)."""
+    fit0, kind = reps[0].original, reps[0].kind
+    parts = [rep.batch_parts() for rep in reps]
+    Y = np.hstack([Y for _, Y in parts])
+    if kind in ("parametric", "residual"):
+        problems = BatchedProblems.responses(fit0, Y)
+    elif kind == "cluster":
+        problems = BatchedProblems.levels(fit0, np.vstack([d for d, _ in parts]), Y)
+    else:
+        problems = BatchedProblems.row_weights(fit0, np.vstack([w for w, _ in parts]), Y)
+    start = np.vstack([np.tile(rep.original.theta, (rep.n, 1)) for rep in reps])
+    out = problems.minimize(fit0, start)
+    # replicates the engine would refuse (too few levels) are left to it, to fail as they should
+    out["ok"] &= np.concatenate([rep.identifiable() for rep in reps])
+    return out
 
 
 def _n_default(fit) -> int:
@@ -292,14 +351,18 @@ class _Replicates:
             self.rows = rng.integers(0, fit.nobs, size=(n, self.m))
 
     # -------------------------------------------------------------- all at once
-    def batch(self) -> BatchedProblems:
+    def batch_parts(self):
+        """What :class:`lmmlib.batch.BatchedProblems` needs: the drawn levels (cluster) or
+        row weights (subsample) or None, and the data of each replicate (nobs, n)."""
+        y = self.original.design.y
         if self.kind in ("parametric", "residual"):
-            return BatchedProblems.responses(self.original, self.Y)
+            return None, self.Y
+        Y = np.repeat(y[:, None], self.n, axis=1)
         if self.kind == "cluster":
-            return BatchedProblems.levels(self.original, self.draws)
+            return self.draws, Y
         W = np.zeros((self.n, self.original.nobs))
         np.add.at(W, (np.repeat(np.arange(self.n), self.m), self.rows.ravel()), 1.0)
-        return BatchedProblems.row_weights(self.original, W)
+        return W, Y
 
     def identifiable(self) -> np.ndarray:
         """Per replicate, whether the engine would accept its data (see _subset_design): only
@@ -553,7 +616,8 @@ class BootstrapResult:
         """The band of the population line ``x'beta`` at the rows of ``newdata``.
 
         For each replicate, ``x'beta*`` at each row; returns ``newdata`` with columns
-        ``estimate`` (``x'beta`` of the fit), ``median``, ``lower``, ``upper`` (``method``:
+        ``fit`` (``x'beta`` of the fit, as ``OLS.predict``), ``median``, ``lower``,
+        ``upper`` (``method``:
         percentile, basic or normal over the replicates).
         """
         X = self.fit.design.new_fixed_matrix(newdata)
@@ -627,7 +691,7 @@ class BootstrapResult:
         elif method != "percentile":
             raise LmmInputError(f"band method must be percentile, basic or normal, not {method!r}")
         out = newdata.copy()
-        out["estimate"], out["median"], out["lower"], out["upper"] = estimate, med, lo, hi
+        out["fit"], out["median"], out["lower"], out["upper"] = estimate, med, lo, hi
         return out
 
     def __repr__(self) -> str:

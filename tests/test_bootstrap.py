@@ -17,7 +17,9 @@ from lmmlib.errors import LmmInputError, SingularFitWarning
 FORMULA = "Reaction ~ Days + (Days | Subject)"
 #: lme4's bootMer(fm1, fixef, nsim = 1000) on sleepstudy (issue 8): percentile limits and the
 #: SDs of the replicates
-LME4_BOOTMER = {"(Intercept)": (238.07, 264.56, 6.79), "Days": (7.44, 13.37, 1.54)}
+_REF = datasets.reference("lme4_bootmer_sleepstudy")
+LME4_BOOTMER = {name: (ci["2.5 %"], ci["97.5 %"], _REF["sd"][name])
+                for name, ci in _REF["percentile_95"].items()}
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +266,7 @@ def test_population_band_at_zero_is_the_intercept_interval(boot1000, fit):
     ci = boot1000.confint().loc["(Intercept)"]
     assert band["lower"].iloc[0] == pytest.approx(ci.iloc[0], rel=1e-12)
     assert band["upper"].iloc[0] == pytest.approx(ci.iloc[1], rel=1e-12)
-    assert band["estimate"].iloc[0] == pytest.approx(fit.fixef["(Intercept)"])
+    assert band["fit"].iloc[0] == pytest.approx(fit.fixef["(Intercept)"])
 
 
 def test_subject_band_mode_is_the_blup_at_the_fit(fit, boot1000):
@@ -275,7 +277,7 @@ def test_subject_band_mode_is_the_blup_at_the_fit(fit, boot1000):
     mode = boot1000.subject_band(grid, draw=False)
     drawn = boot1000.subject_band(grid, draw=True)
     fitted = fit.predict(grid)
-    np.testing.assert_allclose(mode["estimate"], fitted, rtol=1e-10)
+    np.testing.assert_allclose(mode["fit"], fitted, rtol=1e-10)
     assert np.all(np.abs(mode["median"] - fitted) < 0.25 * (mode["upper"] - mode["lower"]))
     assert np.all(drawn["upper"] - drawn["lower"] > mode["upper"] - mode["lower"])
 
@@ -358,3 +360,16 @@ def test_result_type(boot1000):
     assert isinstance(boot1000, BootstrapResult)
     summary = boot1000.summary()
     assert list(summary.columns) == ["original", "bias", "std. error"]
+
+
+@pytest.mark.parametrize("kind", ["parametric", "cluster", "subsample"])
+def test_bootstrap_many_equals_one_bootstrap_per_fit(fit, kind):
+    fits = [fit.refit(y) for _, y in fit.simulate(3, seed=21).items()]
+    many = lmmlib.bootstrap_many(fits, n=40, kind=kind, seed=7)
+    for f, result in zip(fits, many):
+        alone = bootstrap(f, n=40, kind=kind, seed=result.seed)
+        assert result.fit is f
+        np.testing.assert_allclose(result.table, alone.table, rtol=1e-9, atol=1e-9)
+        pd.testing.assert_frame_equal(result.status[["failed", "singular"]],
+                                      alone.status[["failed", "singular"]])
+    assert len({r.seed for r in many}) == 3
