@@ -18,14 +18,20 @@ Hinkley 1997).  For clustered data the question is what to redraw:
     ``X beta + Z b`` (with the estimated random effects *kept fixed*) plus residuals drawn with
     replacement.  It conditions on this study's subjects and on their estimated, shrunken
     effects: it answers "what if these subjects were measured again", not "what if new subjects
-    were drawn".  Its spread of the fixed effects misses the between-subject variation, and its
-    random-effect SDs are biased towards 0; use it for within-subject questions only.
+    were drawn".  Its spread of the fixed effects misses the between-subject variation, and it
+    is biased: the conditional residuals are deflated (their mean square is below
+    ``sigma^2``), so ``sigma`` is biased low, and the effects are held at their shrunken
+    modes, so the random-effect SDs are biased towards 0 (Morris 2002; Carpenter, Goldstein
+    and Rasbash 2003 reflate the residuals).  Offered for comparison with lme4.
 ``"subsample"``
     The scheme of the article this book grew from: ``m`` rows drawn with replacement from all
     rows, whatever their subject (by default ``m = n/4``, "resampling with replacement and
-    randomly removing 75% of samples").  It is an m-out-of-n bootstrap of rows: it ignores the
-    clustering, and its spread is that of estimates from ``m`` rows, about ``sqrt(n/m)`` times
-    too wide.  Kept for chapter 4's comparison.
+    randomly removing 75% of samples").  It is an m-out-of-n bootstrap of rows (Bickel, Goetze
+    and van Zwet 1997), drawn *with* replacement; it is not the subsampling of Politis and
+    Romano, which draws without replacement.  It ignores the clustering: for independent rows
+    its spread would be ``sqrt(n/m)`` times too wide, but for clustered data the missing
+    between-subject variation offsets part of that, by a factor that depends on the data, so
+    no rescaling mends it.  Kept for chapter 4's comparison.
 
 Replicates are refitted from the original fit's theta and reuse its parsed model: only the
 response (parametric, residual) or the rows (cluster, subsample) change.  For a model with one
@@ -537,9 +543,10 @@ class BootstrapResult:
         - ``"bca"`` (cluster bootstrap only): the percentile interval at adjusted levels
           ``Phi(z0 + (z0 + z_a)/(1 - acc (z0 + z_a)))`` with ``z0 = Phi^{-1}(#{t* < t0}/n)``
           and the acceleration ``acc`` from the jackknife over the groups, leaving each out
-          in turn (Efron and Tibshirani 1993, chapter 14).  The jackknife needs independent
-          units; the other schemes have none to leave out (parametric, residual) or do not
-          estimate the sampling distribution of the data's estimate (subsample).
+          in turn (Efron and Tibshirani 1993, chapter 14).  Implemented for the cluster
+          bootstrap only; the acceleration belongs to the estimator and the data and could be
+          computed the same way for a parametric bootstrap (Davison and Hinkley 1997, section
+          5.3), but lmmlib does not offer that.
 
         >>> from lmmlib import datasets, lmer
         >>> fit = lmer("Reaction ~ Days + (Days | Subject)", datasets.sleepstudy())
