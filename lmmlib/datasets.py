@@ -60,6 +60,7 @@ _DTYPES = {
 #: SHA-256 of each file of reference numbers in ``data/reference`` (see its README.md).
 REFERENCE_SHA256 = {
     "lme4_sleepstudy": "f12e7df6df806961dbe41d080b3e2866e3a07879cd1c6425149baa59eacc37f0",
+    "lme4_bootmer_sleepstudy": "a03596c656f29e0c69f12734bbb0c700d30d5d496354a2857717f11dda222f93",
 }
 
 
