@@ -83,7 +83,7 @@ def bootstrap(fit, n: int = 1000, kind: str = "parametric", seed=None,
     Parameters
     ----------
     fit : lmmlib.LinearMixedModel
-        A fit from :func:`lmmlib.lmer`.
+        A fit from :func:`lmmlib.lmm.lmer`.
     n : int
         Number of replicates (lme4's ``nsim``).
     kind : {"parametric", "cluster", "residual", "subsample"}
