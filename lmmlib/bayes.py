@@ -65,7 +65,8 @@ from lmmlib.errors import LmmInputError
 from lmmlib.remat import group_labels, sdcor_names, theta_indices
 from lmmlib.summary import percent_label
 
-__all__ = ["blmer", "BayesianMixedModel", "build_model", "prior_set", "check_sampling",
+__all__ = ["blmer", "BayesianMixedModel", "build_model", "prior_predictive", "prior_set",
+           "check_sampling",
            "SamplingWarning", "PRIOR_SETS", "mad"]
 
 #: the named prior sets that :func:`prior_set` knows
@@ -462,6 +463,30 @@ def blmer(formula: str, data: pd.DataFrame, priors="brms", draws: int = 1000,
     return fit
 
 
+def prior_predictive(formula: str, data: pd.DataFrame, priors="weakly_informative",
+                     draws: int = 500, seed=None) -> BayesianMixedModel:
+    """Draws from the prior of :func:`blmer`'s model only, without sampling the posterior.
+
+    For a prior predictive check (Gabry et al. 2019): simulate parameters from the prior and
+    data from the model, and ask whether they look like possible data.  Returns a
+    :class:`BayesianMixedModel` whose ``idata`` holds the groups ``prior`` and
+    ``prior_predictive``; use ``draws(group="prior")`` and
+    ``predictive(..., group="prior")``.  A flat prior has no draws (an error says which).
+
+    >>> from lmmlib import datasets
+    >>> check = prior_predictive("Reaction ~ Days + (Days | Subject)",
+    ...                          datasets.sleepstudy(), seed=1)  # doctest: +SKIP
+    >>> check.draws("prior").shape  # doctest: +SKIP
+    (500, 6)
+    """
+    import xarray as xr
+
+    design = build_design(formula, data)
+    fit = BayesianMixedModel(design, build_model(design, priors), xr.DataTree(), seed=seed)
+    fit.sample_prior(draws, seed=seed)
+    return fit
+
+
 class BayesianMixedModel:
     """The posterior of a linear mixed model sampled by :func:`blmer`.
 
@@ -627,6 +652,8 @@ class BayesianMixedModel:
         return pd.DataFrame(mu, columns=index)
 
     def __repr__(self) -> str:
+        if "posterior" not in self.idata.children:
+            return f"<BayesianMixedModel {self.design.formula!r}, prior draws only>"
         shape = np.asarray(self.idata["posterior"]["sigma"]).shape
         return (f"<BayesianMixedModel {self.design.formula!r}, {shape[0]} chains x "
                 f"{shape[1]} draws>")
