@@ -314,3 +314,12 @@ def test_prior_predictive_lines(sleep):
     assert centre.mean() == pytest.approx(sleep["Reaction"].mean(), abs=4 * 2.5 * s_y / 14)
     assert centre.std() == pytest.approx(2.5 * s_y, rel=0.2)
     assert list(prior.columns) == list(fit.summary().index)
+
+
+def test_prior_predictive_without_posterior(sleep):
+    check = lmmlib.bayes.prior_predictive(SLOPES, sleep, draws=50, seed=4)
+    assert "posterior" not in check.idata.children
+    assert check.draws("prior").shape == (50, 6)
+    assert "prior draws only" in repr(check)
+    with pytest.raises(LmmInputError, match="flat"):
+        lmmlib.bayes.prior_predictive(SLOPES, sleep, priors="brms", draws=10)
