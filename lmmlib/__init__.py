@@ -7,9 +7,11 @@ concept of the book: ``datasets`` (the data), ``ols`` (chapter 2), the mixed-mod
 
 from lmmlib import datasets
 from lmmlib.anova import anova
+from lmmlib.bootstrap import bootstrap, bootstrap_many
 from lmmlib.bayes import BayesianMixedModel, blmer
 from lmmlib.lmm import LinearMixedModel, lmer
 from lmmlib.ols import OLS, ols
 
 __version__ = "0.1.0"
-__all__ = ["datasets", "ols", "OLS", "lmer", "LinearMixedModel", "anova", "blmer", "BayesianMixedModel"]
+__all__ = ["datasets", "ols", "OLS", "lmer", "LinearMixedModel", "anova", "bootstrap",
+           "bootstrap_many", "blmer", "BayesianMixedModel"]
