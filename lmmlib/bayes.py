@@ -32,7 +32,9 @@ Priors (:func:`prior_set`):
     flat (improper) coefficients, every group SD and :math:`\\sigma` half-:math:`t_3(0, s)`,
     and correlations LKJ(1) (uniform over correlation matrices).
 ``"weakly_informative"``
-    scaled to the data as rstanarm's autoscaled defaults (Gabry and Goodrich 2020):
+    scaled to the data; the intercept, coefficient and sigma priors are rstanarm's
+    autoscaled defaults (Gabry and Goodrich 2020), the SD and correlation priors are not
+    (rstanarm's default ``decov`` prior is LKJ(1) with a gamma prior on the scale):
     :math:`\\alpha \\sim \\mathcal N(\\bar y, 2.5\\, s_y)`,
     :math:`\\beta_j \\sim \\mathcal N(0, 2.5\\, s_y / s_{x_j})`, the SD of a term's column j
     half-:math:`\\mathcal N(0, s_y / \\mathrm{rms}(z_j))`, :math:`\\sigma \\sim
