@@ -10,6 +10,7 @@ concept of the book: ``datasets`` (the data), ``ols`` (chapter 2), the mixed-mod
 from lmmlib import datasets, genetics, inference, shrinkage
 from lmmlib.anova import anova, drop1
 from lmmlib.bootstrap import bootstrap, bootstrap_many
+from lmmlib.bayes import BayesianMixedModel, blmer
 from lmmlib.diagnostics import cooks_distance, hatvalues
 from lmmlib.effects import coef, fixef
 from lmmlib.heritability import GremlFit, eigen_relationship, greml
@@ -19,6 +20,7 @@ from lmmlib.ols import OLS, ols
 __version__ = "0.1.0"
 __all__ = [
     "datasets", "ols", "OLS", "lmer", "LinearMixedModel", "anova", "drop1", "coef", "fixef",
-    "hatvalues", "cooks_distance", "inference", "bootstrap", "bootstrap_many", "shrinkage",
+    "hatvalues", "cooks_distance", "inference", "bootstrap", "bootstrap_many", "blmer",
+    "BayesianMixedModel", "shrinkage",
     "genetics", "greml", "GremlFit", "eigen_relationship",
 ]

@@ -60,6 +60,7 @@ _DTYPES = {
 #: SHA-256 of each file of reference numbers in ``data/reference`` (see its README.md).
 REFERENCE_SHA256 = {
     "lme4_sleepstudy": "f12e7df6df806961dbe41d080b3e2866e3a07879cd1c6425149baa59eacc37f0",
+    "brms_sleepstudy": "7972d1b34422844fd6ce2d2d03101db978572426d06a7a9e47cb6f63ab1664e2",
     "lme4_bootmer_sleepstudy": "a03596c656f29e0c69f12734bbb0c700d30d5d496354a2857717f11dda222f93",
 }
 
