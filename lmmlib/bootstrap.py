@@ -82,7 +82,7 @@ def bootstrap(fit, n: int = 1000, kind: str = "parametric", seed=None,
 
     Parameters
     ----------
-    fit : lmmlib.LinearMixedModel
+    fit : lmmlib.lmm.LinearMixedModel
         A fit from :func:`lmmlib.lmm.lmer`.
     n : int
         Number of replicates (lme4's ``nsim``).
