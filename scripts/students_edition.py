@@ -29,7 +29,7 @@ from make_notebooks import (BUILD, ROOT, STUDENTS, ConversionError, chapters,
 OUT = BUILD / "students"
 # benchmarks: the Performance page includes a file; scripts and pyproject.toml: the launch
 # buttons (book/_ext/reader_launch.py) use make_notebooks.py
-COPY = ["_toc.yml", "book", "benchmarks", "scripts", "pyproject.toml", "requirements.txt"]
+COPY = ["_toc.yml", "_static", "book", "benchmarks", "scripts", "pyproject.toml", "requirements.txt"]
 
 
 def strip_solutions(nb, where: str):
