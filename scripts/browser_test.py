@@ -35,24 +35,13 @@ RAW_TEX = re.compile(
 )
 
 
-def toc_pages(toc: Path = ROOT / "_toc.yml") -> list[str]:
-    """The documents of the table of contents, in order ("book/intro", ...)."""
-    import yaml
+def toc_pages() -> list[str]:
+    """The documents of the table of contents, in order ("book/intro", ...): those of
+    check_site.toc_files, the one reader of _toc.yml that the site checks share."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from check_site import toc_files
 
-    spec = yaml.safe_load(toc.read_text())
-    pages = [spec["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                pages.append(entry["file"])
-            walk(entry.get("sections"))
-            walk(entry.get("chapters"))
-
-    for part in spec.get("parts", []):
-        walk(part.get("chapters"))
-    walk(spec.get("chapters"))
-    return [p.removesuffix(".md").removesuffix(".ipynb") for p in pages]
+    return [str(f.relative_to(ROOT).with_suffix("")) for f in toc_files()]
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
