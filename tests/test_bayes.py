@@ -22,11 +22,6 @@ SLOPES = "Reaction ~ Days + (Days | Subject)"
 
 
 @pytest.fixture(scope="module")
-def sleep() -> pd.DataFrame:
-    return datasets.sleepstudy()
-
-
-@pytest.fixture(scope="module")
 def brms_run(sleep):
     """The brms comparison run, CI-sized: 4 chains of 500 draws after 500 warm-up."""
     return blmer(SLOPES, sleep, priors="brms", draws=500, tune=500, chains=4, seed=2018)

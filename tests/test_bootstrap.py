@@ -23,11 +23,6 @@ LME4_BOOTMER = {name: (ci["2.5 %"], ci["97.5 %"], _REF["sd"][name])
 
 
 @pytest.fixture(scope="module")
-def sleep():
-    return datasets.sleepstudy()
-
-
-@pytest.fixture(scope="module")
 def fit(sleep):
     return lmer(FORMULA, sleep)
 

@@ -15,12 +15,6 @@ from lmmlib import datasets
 from lmmlib.datasets import DataIntegrityError
 
 
-
-@pytest.fixture(scope="module")
-def sleep() -> pd.DataFrame:
-    return datasets.sleepstudy()
-
-
 def test_shape_columns_and_dtypes(sleep):
     assert sleep.shape == (180, 3)
     assert list(sleep.columns) == ["Reaction", "Days", "Subject"]

@@ -12,11 +12,6 @@ from lmmlib.errors import (FormulaError, LmmInputError, MissingValuesWarning,
                            RankDeficiencyWarning)
 
 
-@pytest.fixture(scope="module")
-def sleep():
-    return datasets.sleepstudy()
-
-
 @pytest.fixture
 def small():
     """12 rows: numeric x, string T (3 levels), categorical U with an unused category,

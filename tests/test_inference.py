@@ -22,7 +22,6 @@ from lmmlib.remat import theta_indices
 from lmmlib.satterthwaite import Satterthwaite
 
 
-
 @pytest.fixture(scope="module")
 def sleep_fit():
     return lmer("Reaction ~ Days + (Days | Subject)", datasets.sleepstudy())

@@ -26,11 +26,6 @@ FITS = [
 
 
 @pytest.fixture(scope="module")
-def sleep():
-    return datasets.sleepstudy()
-
-
-@pytest.fixture(scope="module")
 def fits(sleep):
     return {
         key: lmer(REFERENCE[key]["formula"], sleep, reml=REFERENCE[key]["REML"]) for key in FITS

@@ -19,11 +19,6 @@ FORMULA = "Reaction ~ Days + (Days | Subject)"
 
 
 @pytest.fixture(scope="module")
-def sleep():
-    return datasets.sleepstudy()
-
-
-@pytest.fixture(scope="module")
 def fit(sleep):
     return lmer(FORMULA, sleep)
 

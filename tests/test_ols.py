@@ -42,11 +42,6 @@ def sm_by_r_name(series: pd.Series, names) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def sleep() -> pd.DataFrame:
-    return lmmlib.datasets.sleepstudy()
-
-
-@pytest.fixture(scope="module")
 def simulated() -> pd.DataFrame:
     """Four correlated numeric predictors, a three-level factor and known coefficients."""
     rng = np.random.default_rng(20260214)

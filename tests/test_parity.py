@@ -23,11 +23,6 @@ from lmmlib.errors import LmmInputError, SingularFitWarning
 
 
 @pytest.fixture(scope="module")
-def sleep():
-    return datasets.sleepstudy()
-
-
-@pytest.fixture(scope="module")
 def weighted(sleep):
     w = np.random.default_rng(5).uniform(0.3, 3.0, len(sleep))
     return sleep.assign(w=w)

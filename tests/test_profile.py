@@ -31,11 +31,6 @@ def lme4(key: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sleep() -> pd.DataFrame:
-    return lmmlib.datasets.sleepstudy()
-
-
-@pytest.fixture(scope="module")
 def slopes(sleep):
     return lmer(SLOPES, sleep)
 

@@ -44,11 +44,6 @@ EULER = np.euler_gamma
 
 
 @pytest.fixture(scope="module")
-def sleep():
-    return lmmlib.datasets.sleepstudy()
-
-
-@pytest.fixture(scope="module")
 def fit_slopes(sleep):
     return lmmlib.lmer("Reaction ~ Days + (Days | Subject)", sleep)
 
