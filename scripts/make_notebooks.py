@@ -183,7 +183,7 @@ HEADING = re.compile(r"^(?P<hashes>#{1,6})\s+(?P<title>.*?)\s*#*\s*$")
 MATH_OPEN = re.compile(r"^\s{0,3}\$\$")
 MATH_CLOSE = re.compile(r"\$\$\s*(?:\((?P<label>[^()\s]+)\))?\s*$")
 
-KNOWN_ROLES = {"glue:text", "glue:md", "cite:t", "cite:p", "numref", "ref", "eq"}
+KNOWN_ROLES = {"glue:text", "glue:md", "cite:t", "cite:p", "numref", "ref", "eq", "term"}
 ADMONITION_CLASSES = {"note": "", "tip": "", "warning": "⚠️ ", "important": "", "dropdown": ""}
 FIGTYPE_NAMES = {"figure": "Fig.", "table": "Table", "code-block": "Listing", "exercise": "Exercise"}
 
@@ -246,6 +246,8 @@ class Converter:
             except ConversionError as exc:
                 self.fail(str(exc), line)
         title, label = _split_title(content)
+        if name == "term":  # a glossary term: its text (the glossary is on the book's site)
+            return self.inline(title or label, line)
         if name == "eq":
             return self.eq_ref(label, title, line)
         if name == "numref":
