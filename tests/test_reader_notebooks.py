@@ -176,8 +176,16 @@ def test_students_edition_has_no_solution():
     assert "Exercise 9.3" in text and "After." in text and "End." in text
 
 
+def test_glossary_terms_become_their_text():
+    # the glossary lives on the site; a notebook shows the term as written in the sentence
+    text = json.dumps(convert(notebook(
+        CHAPTER + "See {term}`partial pooling <Partial pooling>` and {term}`REML`.\n\n"
+        + EXERCISE + "\n```{solution-end}\n```\n"), n=18, slope=1.0))
+    assert "See partial pooling and REML." in text and "{term}" not in text
+
+
 @pytest.mark.parametrize("source, message", [
-    ("See {term}`glossary`.", "unknown role {term}"),
+    ("See {index}`glossary`.", "unknown role {index}"),
     ("```{note}\nA note.\n```", "unknown directive {note}"),
     (":::{admonition} Careful\n:class: danger\nText\n:::", "admonition class"),
     (":::{admonition} Careful\n:name: box\nText\n:::", "unknown option"),
@@ -389,7 +397,7 @@ def test_site_launch_buttons_open_the_reader_notebook(chapter):
 
 @pytest.mark.parametrize("edition", [mk.ANSWERS, mk.STUDENTS])
 def test_unknown_construct_in_a_solution_fails_in_both_editions(edition):
-    solution = "```{solution-start} ex-test-one\n```\nSee {term}`x`.\n```{solution-end}\n```"
+    solution = "```{solution-start} ex-test-one\n```\nSee {index}`x`.\n```{solution-end}\n```"
     with pytest.raises(mk.ConversionError, match="unknown role"):
         convert(notebook(CHAPTER + EXERCISE.split("```{solution-start}")[0] + solution),
                 edition, n=1, slope=1.0)
