@@ -72,6 +72,7 @@ import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
 
+from lmmlib import sparse_schur
 from lmmlib.remat import (
     ThetaLayout,
     block_crossprod,
@@ -79,6 +80,7 @@ from lmmlib.remat import (
     term_crossprod,
     theta_indices,
 )
+from lmmlib.sparse_schur import OffDiagonalPivot, SparseSchurComplement, sparse_is_worthwhile
 
 __all__ = [
     "column_scales",
@@ -350,14 +352,27 @@ class PenalizedLeastSquares:
         sizes = [nre[k] for k in self.rest]
         self.rest_offsets = dict(zip(self.rest, np.cumsum([0, *sizes])[:-1].tolist()))
         self.q_rest = int(sum(sizes))
+        #: the sparse form of the second block, when it pays (:mod:`lmmlib.sparse_schur`)
+        self.sparse_rest: SparseSchurComplement | None = None
         if self.rest:
             rest_terms = [self.scaled_terms[k] for k in self.rest]
             self.A_r1 = sp.vstack([term_crossprod(t, t1) for t in rest_terms]).tocsr()
             blocks = [[term_crossprod(s, t) for t in rest_terms] for s in rest_terms]
-            self.A_rr = sp.bmat(blocks).toarray()  # Z_r'Z_r, dense
+            A_rr = sp.bmat(blocks)
+            self.A_rr = A_rr.toarray()  # Z_r'Z_r, dense
             self.sandwich = BlockSandwich(self.A_r1, self.p1)
             self._lambda_rest_pattern()
+            self.sparse_rest = self._sparse_schur(A_rr)
         self._set_response(y)
+
+    def _sparse_schur(self, A_rr) -> SparseSchurComplement | None:
+        """The sparse form of the second block (:mod:`lmmlib.sparse_schur`) when it is large and
+        sparse enough (:func:`lmmlib.sparse_schur.sparse_is_worthwhile`), else None."""
+        K = self.sandwich.K
+        if K is None or self.q_rest < sparse_schur.MIN_ORDER:
+            return None
+        schur = SparseSchurComplement(A_rr, self.sandwich)
+        return schur if sparse_is_worthwhile(self.q_rest, schur.nnz_lower) else None
 
     def _set_response(self, y: np.ndarray) -> None:
         """The cross-products that involve y: ``[X y]'[X y]``, ``Z_1'[X y]``, ``Z_r'[X y]``.
@@ -419,8 +434,10 @@ class PenalizedLeastSquares:
             (data, self._lambda_indices, self._lambda_indptr), shape=self._lambda_shape
         )
 
-    def factorize(self, theta: np.ndarray) -> BlockedCholesky:
-        """Blocked Cholesky factor ``L(theta)`` of [Lambda'Z'Z Lambda + I, ...; X ...; y ...]."""
+    def _first_block(self, theta: np.ndarray):
+        """The first term's part of L(theta), level by level, and what it leaves for the rest:
+        ``(T, L11, L11_inv, N, ND1, S_xx)`` with ``ND1 = N Z_1'[X y]`` and ``S_xx = [X y]'[X y]
+        - [X y]'Z_1 N Z_1'[X y]``."""
         T = self.layout.templates(np.asarray(theta, dtype=float) * self.theta_scale)
         T1 = T[self.first]
         M = T1.T @ self.A11 @ T1
@@ -430,10 +447,15 @@ class PenalizedLeastSquares:
         LT = L11_inv @ T1.T  # L_11j^{-1} T_1'
         N = np.swapaxes(LT, 1, 2) @ LT  # T_1 M_j^{-1} T_1'
         ND1 = (N @ self.D1).reshape(-1, self.p + 1)  # N Z_1'[X y]
-        D1 = self.D1.reshape(-1, self.p + 1)
+        S_xx = self.XYtXY - self.D1.reshape(-1, self.p + 1).T @ ND1
+        return T, L11, L11_inv, N, ND1, S_xx
+
+    def factorize(self, theta: np.ndarray) -> BlockedCholesky:
+        """Blocked Cholesky factor ``L(theta)`` of [Lambda'Z'Z Lambda + I, ...; X ...; y ...]."""
+        T, L11, L11_inv, N, ND1, S_xx = self._first_block(theta)
         q = self.q_rest
         S = np.zeros((q + self.p + 1, q + self.p + 1))
-        S[q:, q:] = self.XYtXY - D1.T @ ND1
+        S[q:, q:] = S_xx
         if q:
             Lam = self.lambda_rest(theta)
             S[:q, :q] = Lam.T @ (Lam.T @ (self.A_rr - self.sandwich.dense(N))).T
@@ -444,12 +466,36 @@ class PenalizedLeastSquares:
             raise np.linalg.LinAlgError(f"Schur complement not positive definite (order {info})")
         return BlockedCholesky(T, L11, L11_inv, N, L_rest, q, self.p, self.x_scale, self.gamma)
 
+    def criterion_terms(self, theta: np.ndarray, sparse: bool | None = None):
+        """``(log|L|^2, log|R_X|^2, r^2)`` at theta: what the profiled criteria need.
+
+        With a large, sparse second block (``self.sparse_rest``, :mod:`lmmlib.sparse_schur`) they
+        come from its sparse factorization, otherwise from :meth:`factorize`; ``sparse=False``
+        forces the dense path, ``sparse=True`` the sparse one (if the model has one).
+        """
+        theta = np.asarray(theta, dtype=float)
+        schur = self.sparse_rest if sparse is not False else None
+        if schur is not None:
+            T, L11, L11_inv, N, ND1, S_xx = self._first_block(theta)
+            lam = self.lambda_rest(theta)
+            S_xr = (lam.T @ (self.D_r - self.A_r1 @ ND1)).T
+            try:
+                logdet_rr, G = schur.criterion_terms(N, lam, S_xr, S_xx)
+            except OffDiagonalPivot:
+                return self.criterion_terms(theta, sparse=False)
+            p = self.p
+            logdet_11 = np.log(L11.reshape(len(L11), -1)[:, :: self.p1 + 1]).sum()
+            logdet_RX = 2.0 * float(np.log(G.diagonal()[:p]).sum() + np.log(self.x_scale).sum())
+            return 2.0 * float(logdet_11) + logdet_rr, logdet_RX, float(G[-1, -1] ** 2)
+        f = self.factorize(theta)
+        return f.logdet_L, f.logdet_RX, f.r2
+
     def objective(self, theta: np.ndarray, reml: bool) -> float:
         """The profiled REML criterion (``reml=True``) or deviance (``reml=False``) at theta."""
-        f = self.factorize(theta)
+        logdet_L, logdet_RX, r2 = self.criterion_terms(theta)
         if reml:
-            return profiled_reml_criterion(f.logdet_L, f.logdet_RX, f.r2, self.n, self.p)
-        return profiled_deviance(f.logdet_L, f.r2, self.n)
+            return profiled_reml_criterion(logdet_L, logdet_RX, r2, self.n, self.p)
+        return profiled_deviance(logdet_L, r2, self.n)
 
     def _first_block_column(self, f: BlockedCholesky, theta: np.ndarray):
         """The block of L below ``L_11``: ``C = [Lambda_r'Z_r'; X'; y'] Z_1 Lambda_1 L_11^{-T}``.
