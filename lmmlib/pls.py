@@ -39,8 +39,12 @@ a sparsity pattern that does not depend on theta; it is computed by one sparse m
 product with a map from the entries of N (see :class:`BlockSandwich`).
 
 The dense block has one row per random effect of the terms after the first, so this suits
-designs where those number up to a few thousand (the first term may have any size); beyond
-that a sparse Cholesky factorization (CHOLMOD, as in lme4) would be needed.
+designs where those number up to a few thousand (the first term may have any size).  When that
+block is large but mostly zeros (teachers and schools crossed with students: two teachers are
+linked only through a shared student), the criterion is computed from a sparse factorization
+of it instead (:mod:`lmmlib.sparse_schur`); :meth:`PenalizedLeastSquares.criterion_terms`
+chooses.  The dense factor (:meth:`PenalizedLeastSquares.factorize`) remains the reference and
+gives the conditional modes and covariances.
 
 **Removing the least-squares fit from y.**  Replacing y by ``y - X gamma`` for any gamma
 changes nothing but beta
@@ -575,8 +579,11 @@ class PenalizedLeastSquares:
         """:meth:`criterion_terms` for one random-effects term, with as few steps as possible
         (for small models the fixed cost of each numpy call is most of an evaluation).
 
-        ``M_j = T'A_j T + I = L_j L_j'`` for all levels at once (``vec(T'A T) = (T kron T)'vec(A)``),
-        ``W_j = L_j^{-1} T'Z_j'[X y]``, and ``G = chol([X y]'[X y] - W'W)`` holds ``R_X'`` and r.
+        With at most ``ONE_SHOT_MAX_ORDER`` random effects, the whole matrix of the module
+        docstring is assembled (its first block is block diagonal, ``M_j = T'A_j T + I``, all
+        levels in one product since ``vec(T'A T) = (T kron T)'vec(A)``) and factored by one
+        LAPACK call.  Otherwise ``M_j = L_j L_j'`` level by level, ``W_j = L_j^{-1} T'Z_j'[X y]``
+        and ``G = chol([X y]'[X y] - W'W)``, which holds ``R_X'`` and r.
         """
         p1, p = self.p1, self.p
         T1 = np.zeros(p1 * p1)
@@ -613,7 +620,9 @@ class PenalizedLeastSquares:
         return logdet_L, logdet_RX, float(G[-1, -1] ** 2)
 
     def objective(self, theta: np.ndarray, reml: bool) -> float:
-        """The profiled REML criterion (``reml=True``) or deviance (``reml=False``) at theta."""
+        """The profiled REML criterion (``reml=True``) or deviance (``reml=False``) at theta,
+        from the three numbers read off the Cholesky factor L(theta) (:meth:`factorize`, or a
+        faster route to the same numbers, :meth:`criterion_terms`)."""
         logdet_L, logdet_RX, r2 = self.criterion_terms(theta)
         if reml:
             return profiled_reml_criterion(logdet_L, logdet_RX, r2, self.n, self.p)
