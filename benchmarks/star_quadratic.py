@@ -90,6 +90,35 @@ def summary(tool: str, fit) -> dict:
             "fixef": [float(v) for v in fit.fixef().values()], "sigma": float(fit.sigma)}
 
 
+def second_block(data) -> dict:
+    """Size and sparsity of the STAR model's second block (teachers and schools), and the
+    CPU time of one evaluation of the criterion with it sparse and dense (median of 5, at
+    lme4's start theta = 1, 0, 1, ...)."""
+    from lmmlib.design import build_design
+    from lmmlib.lmm import LinearMixedModel
+
+    pls = LinearMixedModel(build_design(simulate.STAR_FORMULA, data)).pls
+    q = pls.q_rest
+    out = {"order": q, "first_term_effects": pls.levels1 * pls.p1}
+    schur = getattr(pls, "sparse_rest", None)
+    if schur is None:
+        return out
+    theta = pls.layout.start
+
+    def cpu(sparse):
+        times = []
+        for _ in range(5):
+            t0 = time.process_time()
+            pls.criterion_terms(theta, sparse=sparse)
+            times.append(time.process_time() - t0)
+        return float(np.median(times))
+
+    out.update(nonzeros_lower=schur.nnz_lower,
+               density_lower=schur.nnz_lower / (q * (q + 1) / 2),
+               evaluation_cpu_s_sparse=cpu(True), evaluation_cpu_s_dense=cpu(False))
+    return out
+
+
 def quadratic_data():
     """The quadratic model's data, with lmmlib's orthogonal polynomial columns ``p1``, ``p2``
     (R's ``poly(x, 2)``) and ``x2 = x^2`` added for formulas without ``poly``."""
@@ -99,12 +128,6 @@ def quadratic_data():
     X = build_design("y ~ poly(x, 2) + (1 | g)", data).X
     X = np.asarray(X, dtype=float)
     return data.assign(p1=X[:, 1], p2=X[:, 2], x2=data["x"] ** 2), truth
-
-
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 def main() -> None:
@@ -180,6 +203,7 @@ def main() -> None:
             entry["median_cpu_s"] = float(np.median(entry["cpu_s"]))
             entry.update(summary(tool, last[(model, tool)]))
     s, q = rec["star"], rec["quadratic"]
+    block = second_block(star)
     record = {
         "title": "Issue 15's slow models: a STAR-shaped crossed design and a random quadratic",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -188,8 +212,10 @@ def main() -> None:
         "machine": run.machine(),
         "versions": run.versions(),
         "lmmlib_source": str(Path(lmmlib.__file__).parent),
-        "lmmlib_has_sparse_second_block": hasattr(lmmlib, "sparse_schur")
-        or _has_module("lmmlib.sparse_schur"),
+        # (a file test: an editable install's import hook would find the module of another
+        # lmmlib than the one imported from PYTHONPATH)
+        "lmmlib_has_sparse_second_block": (Path(lmmlib.__file__).parent
+                                           / "sparse_schur.py").is_file(),
         "load_average_at_start": load_start,
         "load_average_at_end": os.getloadavg(),
         "duration_s": time.perf_counter() - t_start,
@@ -199,6 +225,7 @@ def main() -> None:
             "levels": {k: int(star[k].nunique()) for k in ("id", "tch", "sch")},
             "fixed_columns": len(s["lmmlib"]["fixef"]),
             "truth": star_truth,
+            "second_block": block,
             "lme4_s_quoted": LME4_STAR_S,
             "mixedlm_s_quoted": MIXEDLM_STAR_S_QUOTED,
             "results": s,
