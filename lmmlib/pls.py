@@ -272,8 +272,8 @@ def small_block_factors(A_flat_t: np.ndarray, T: np.ndarray):
     p x p template.  Since ``vec(T'A T) = (T kron T)' vec(A)`` (row-major vec), all the ``M_j``
     are one matrix product, and the Cholesky factor ``L_j``, its inverse and
     ``N_j = T M_j^{-1} T' = (L_j^{-1} T')'(L_j^{-1} T')`` follow from the textbook recurrences
-    (Golub and Van Loan 2013, algorithm 4.2.1), each step one operation on a vector of l
-    entries.  For p <= 3 and thousands of blocks this is many times faster than a LAPACK call
+    (Golub and Van Loan 2013, Matrix Computations, section 4.2), each step one operation on a
+    vector of l entries.  For p <= 3 and thousands of blocks this is many times faster than a LAPACK call
     per block.  Returns ``(L, L_inv, N)``, each (l, p, p).
 
     >>> A = np.array([[[2.0, 1.0], [1.0, 3.0]]])
@@ -423,10 +423,11 @@ class PenalizedLeastSquares:
         rows, cols = theta_indices(self.p1)
         self._template_flat = rows * self.p1 + cols  # where theta goes in T_1 (row-major)
         self._log_x_scale = float(np.log(self.x_scale).sum())
-        # positions of the blocks M_j in the first q1 x q1 corner (one-term models, small q1)
-        j, a, b = np.indices((self.levels1, self.p1, self.p1)).reshape(3, -1)
-        self._blocks_index = (j * self.p1 + a, j * self.p1 + b)
-        self._diag_index = np.diag_indices(self.levels1 * self.p1)
+        if self.levels1 * self.p1 <= ONE_SHOT_MAX_ORDER:
+            # positions of the blocks M_j in the first q1 x q1 corner (small one-term models)
+            j, a, b = np.indices((self.levels1, self.p1, self.p1)).reshape(3, -1)
+            self._blocks_index = (j * self.p1 + a, j * self.p1 + b)
+            self._diag_index = np.diag_indices(self.levels1 * self.p1)
         if self._entrywise:
             self._A11_flat_t = np.ascontiguousarray(self.A11.reshape(self.levels1, -1).T)
         sizes = [nre[k] for k in self.rest]
