@@ -39,8 +39,12 @@ a sparsity pattern that does not depend on theta; it is computed by one sparse m
 product with a map from the entries of N (see :class:`BlockSandwich`).
 
 The dense block has one row per random effect of the terms after the first, so this suits
-designs where those number up to a few thousand (the first term may have any size); beyond
-that a sparse Cholesky factorization (CHOLMOD, as in lme4) would be needed.
+designs where those number up to a few thousand (the first term may have any size).  When that
+block is large but mostly zeros (teachers and schools crossed with students: two teachers are
+linked only through a shared student), the criterion is computed from a sparse factorization
+of it instead (:mod:`lmmlib.sparse_schur`); :meth:`PenalizedLeastSquares.criterion_terms`
+chooses.  The dense factor (:meth:`PenalizedLeastSquares.factorize`) remains the reference and
+gives the conditional modes and covariances.
 
 **Removing the least-squares fit from y.**  Replacing y by ``y - X gamma`` for any gamma
 changes nothing but beta
@@ -72,6 +76,7 @@ import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
 
+from lmmlib import sparse_schur
 from lmmlib.remat import (
     ThetaLayout,
     block_crossprod,
@@ -79,6 +84,7 @@ from lmmlib.remat import (
     term_crossprod,
     theta_indices,
 )
+from lmmlib.sparse_schur import OffDiagonalPivot, SparseSchurComplement, sparse_is_worthwhile
 
 __all__ = [
     "column_scales",
@@ -249,6 +255,71 @@ class PLSSolution:
         return self.sigma(reml) ** 2 * (RX_inv @ RX_inv.T)
 
 
+#: The first term's blocks are factored entry by entry (:func:`small_block_factors`) when they
+#: are at most this size and there are at least ``ENTRYWISE_MIN_LEVELS`` of them; otherwise by
+#: numpy's batched LAPACK calls, whose cost per block is larger but whose fixed cost is smaller.
+ENTRYWISE_MAX_P = 3
+ENTRYWISE_MIN_LEVELS = 200
+#: A model with one random-effects term and at most this many random effects is factored as one
+#: dense matrix (one LAPACK call: for small models the fixed cost of each call dominates).
+ONE_SHOT_MAX_ORDER = 120
+
+
+def small_block_factors(A_flat_t: np.ndarray, T: np.ndarray):
+    """Cholesky factors of many small blocks ``M_j = T'A_j T + I``, computed entry by entry.
+
+    ``A_flat_t`` (p*p, l) holds the blocks ``A_j`` row-major, one column per block; ``T`` is the
+    p x p template.  Since ``vec(T'A T) = (T kron T)' vec(A)`` (row-major vec), all the ``M_j``
+    are one matrix product, and the Cholesky factor ``L_j``, its inverse and
+    ``N_j = T M_j^{-1} T' = (L_j^{-1} T')'(L_j^{-1} T')`` follow from the textbook recurrences
+    (Golub and Van Loan 2013, Matrix Computations, section 4.2), each step one operation on a
+    vector of l entries.  For p <= 3 and thousands of blocks this is many times faster than a LAPACK call
+    per block.  Returns ``(L, L_inv, N)``, each (l, p, p).
+
+    >>> A = np.array([[[2.0, 1.0], [1.0, 3.0]]])
+    >>> L, L_inv, N = small_block_factors(A.reshape(1, 4).T.copy(), np.eye(2))
+    >>> bool(np.allclose(L[0] @ L[0].T, A[0] + np.eye(2)))
+    True
+    """
+    p = T.shape[0]
+    M = np.kron(T, T).T @ A_flat_t  # row a*p + b holds entry (a, b) of every M_j - I
+    L = [[None] * p for _ in range(p)]
+    for j in range(p):
+        d = M[j * p + j] + 1.0
+        for k in range(j):
+            d = d - L[j][k] ** 2
+        if not np.all(d > 0):
+            raise np.linalg.LinAlgError("a block of the first term is not positive definite")
+        L[j][j] = np.sqrt(d)
+        for i in range(j + 1, p):
+            v = M[i * p + j]
+            for k in range(j):
+                v = v - L[i][k] * L[j][k]
+            L[i][j] = v / L[j][j]
+    Li = [[None] * p for _ in range(p)]  # L^{-1}, lower triangular, by forward substitution
+    for j in range(p):
+        Li[j][j] = 1.0 / L[j][j]
+        for i in range(j + 1, p):
+            v = L[i][j] * Li[j][j]
+            for k in range(j + 1, i):
+                v = v + L[i][k] * Li[k][j]
+            Li[i][j] = -v / L[i][i]
+    # LT = L^{-1} T' : LT[i][a] = sum_{k <= i} Li[i][k] T[a, k]
+    LT = [[sum(Li[i][k] * T[a, k] for k in range(i + 1)) for a in range(p)] for i in range(p)]
+    zero = np.zeros_like(M[0])
+    out_L = np.empty((M.shape[1], p, p))
+    out_Li = np.empty_like(out_L)
+    out_N = np.empty_like(out_L)
+    for a in range(p):
+        for b in range(p):
+            out_L[:, a, b] = L[a][b] if b <= a else zero
+            out_Li[:, a, b] = Li[a][b] if b <= a else zero
+            if b <= a:
+                out_N[:, a, b] = sum(LT[i][a] * LT[i][b] for i in range(p))
+                out_N[:, b, a] = out_N[:, a, b]
+    return out_L, out_Li, out_N
+
+
 def _block_diagonal(blocks: np.ndarray) -> sp.csr_matrix:
     """The sparse block-diagonal matrix of a stack of square blocks (nblocks, size, size)."""
     nblocks, size, _ = blocks.shape
@@ -347,17 +418,42 @@ class PenalizedLeastSquares:
         self.levels1, self.p1 = len(t1.levels), len(t1.names)
         self._eye1 = np.eye(self.p1)
         self.A11 = block_crossprod(t1)  # diagonal blocks of Z_1'Z_1
+        self._entrywise = self.p1 <= ENTRYWISE_MAX_P and self.levels1 >= ENTRYWISE_MIN_LEVELS
+        self._A11_flat = self.A11.reshape(self.levels1, -1)
+        rows, cols = theta_indices(self.p1)
+        self._template_flat = rows * self.p1 + cols  # where theta goes in T_1 (row-major)
+        self._log_x_scale = float(np.log(self.x_scale).sum())
+        if self.levels1 * self.p1 <= ONE_SHOT_MAX_ORDER:
+            # positions of the blocks M_j in the first q1 x q1 corner (small one-term models)
+            j, a, b = np.indices((self.levels1, self.p1, self.p1)).reshape(3, -1)
+            self._blocks_index = (j * self.p1 + a, j * self.p1 + b)
+            self._diag_index = np.diag_indices(self.levels1 * self.p1)
+        if self._entrywise:
+            self._A11_flat_t = np.ascontiguousarray(self.A11.reshape(self.levels1, -1).T)
         sizes = [nre[k] for k in self.rest]
         self.rest_offsets = dict(zip(self.rest, np.cumsum([0, *sizes])[:-1].tolist()))
         self.q_rest = int(sum(sizes))
+        #: the sparse form of the second block, when it pays (:mod:`lmmlib.sparse_schur`)
+        self.sparse_rest: SparseSchurComplement | None = None
         if self.rest:
             rest_terms = [self.scaled_terms[k] for k in self.rest]
             self.A_r1 = sp.vstack([term_crossprod(t, t1) for t in rest_terms]).tocsr()
             blocks = [[term_crossprod(s, t) for t in rest_terms] for s in rest_terms]
-            self.A_rr = sp.bmat(blocks).toarray()  # Z_r'Z_r, dense
+            A_rr = sp.bmat(blocks)
+            self.A_rr = A_rr.toarray()  # Z_r'Z_r, dense
             self.sandwich = BlockSandwich(self.A_r1, self.p1)
             self._lambda_rest_pattern()
+            self.sparse_rest = self._sparse_schur(A_rr)
         self._set_response(y)
+
+    def _sparse_schur(self, A_rr) -> SparseSchurComplement | None:
+        """The sparse form of the second block (:mod:`lmmlib.sparse_schur`) when it is large and
+        sparse enough (:func:`lmmlib.sparse_schur.sparse_is_worthwhile`), else None."""
+        K = self.sandwich.K
+        if K is None or self.q_rest < sparse_schur.MIN_ORDER:
+            return None
+        schur = SparseSchurComplement(A_rr, self.sandwich)
+        return schur if sparse_is_worthwhile(self.q_rest, schur.nnz_lower) else None
 
     def _set_response(self, y: np.ndarray) -> None:
         """The cross-products that involve y: ``[X y]'[X y]``, ``Z_1'[X y]``, ``Z_r'[X y]``.
@@ -419,21 +515,31 @@ class PenalizedLeastSquares:
             (data, self._lambda_indices, self._lambda_indptr), shape=self._lambda_shape
         )
 
-    def factorize(self, theta: np.ndarray) -> BlockedCholesky:
-        """Blocked Cholesky factor ``L(theta)`` of [Lambda'Z'Z Lambda + I, ...; X ...; y ...]."""
+    def _first_block(self, theta: np.ndarray):
+        """The first term's part of L(theta), level by level, and what it leaves for the rest:
+        ``(T, L11, L11_inv, N, ND1, S_xx)`` with ``ND1 = N Z_1'[X y]`` and ``S_xx = [X y]'[X y]
+        - [X y]'Z_1 N Z_1'[X y]``."""
         T = self.layout.templates(np.asarray(theta, dtype=float) * self.theta_scale)
         T1 = T[self.first]
-        M = T1.T @ self.A11 @ T1
-        M += self._eye1  # M_j = T_1'A_j T_1 + I
-        L11 = np.linalg.cholesky(M)
-        L11_inv = np.linalg.inv(L11)
-        LT = L11_inv @ T1.T  # L_11j^{-1} T_1'
-        N = np.swapaxes(LT, 1, 2) @ LT  # T_1 M_j^{-1} T_1'
+        if self._entrywise:
+            L11, L11_inv, N = small_block_factors(self._A11_flat_t, T1)
+        else:
+            M = T1.T @ self.A11 @ T1
+            M += self._eye1  # M_j = T_1'A_j T_1 + I
+            L11 = np.linalg.cholesky(M)
+            L11_inv = np.linalg.inv(L11)
+            LT = L11_inv @ T1.T  # L_11j^{-1} T_1'
+            N = np.swapaxes(LT, 1, 2) @ LT  # T_1 M_j^{-1} T_1'
         ND1 = (N @ self.D1).reshape(-1, self.p + 1)  # N Z_1'[X y]
-        D1 = self.D1.reshape(-1, self.p + 1)
+        S_xx = self.XYtXY - self.D1.reshape(-1, self.p + 1).T @ ND1
+        return T, L11, L11_inv, N, ND1, S_xx
+
+    def factorize(self, theta: np.ndarray) -> BlockedCholesky:
+        """Blocked Cholesky factor ``L(theta)`` of [Lambda'Z'Z Lambda + I, ...; X ...; y ...]."""
+        T, L11, L11_inv, N, ND1, S_xx = self._first_block(theta)
         q = self.q_rest
         S = np.zeros((q + self.p + 1, q + self.p + 1))
-        S[q:, q:] = self.XYtXY - D1.T @ ND1
+        S[q:, q:] = S_xx
         if q:
             Lam = self.lambda_rest(theta)
             S[:q, :q] = Lam.T @ (Lam.T @ (self.A_rr - self.sandwich.dense(N))).T
@@ -444,12 +550,84 @@ class PenalizedLeastSquares:
             raise np.linalg.LinAlgError(f"Schur complement not positive definite (order {info})")
         return BlockedCholesky(T, L11, L11_inv, N, L_rest, q, self.p, self.x_scale, self.gamma)
 
-    def objective(self, theta: np.ndarray, reml: bool) -> float:
-        """The profiled REML criterion (``reml=True``) or deviance (``reml=False``) at theta."""
+    def criterion_terms(self, theta: np.ndarray, sparse: bool | None = None):
+        """``(log|L|^2, log|R_X|^2, r^2)`` at theta: what the profiled criteria need.
+
+        With a large, sparse second block (``self.sparse_rest``, :mod:`lmmlib.sparse_schur`) they
+        come from its sparse factorization, otherwise from :meth:`factorize`; ``sparse=False``
+        forces the dense path, ``sparse=True`` the sparse one (if the model has one).
+        """
+        theta = np.asarray(theta, dtype=float)
+        if not self.q_rest:
+            return self._criterion_terms_one_term(theta)
+        schur = self.sparse_rest if sparse is not False else None
+        if schur is not None:
+            T, L11, L11_inv, N, ND1, S_xx = self._first_block(theta)
+            lam = self.lambda_rest(theta)
+            S_xr = (lam.T @ (self.D_r - self.A_r1 @ ND1)).T
+            try:
+                logdet_rr, G = schur.criterion_terms(N, lam, S_xr, S_xx)
+            except OffDiagonalPivot:
+                return self.criterion_terms(theta, sparse=False)
+            p = self.p
+            logdet_11 = np.log(L11.reshape(len(L11), -1)[:, :: self.p1 + 1]).sum()
+            logdet_RX = 2.0 * float(np.log(G.diagonal()[:p]).sum() + np.log(self.x_scale).sum())
+            return 2.0 * float(logdet_11) + logdet_rr, logdet_RX, float(G[-1, -1] ** 2)
         f = self.factorize(theta)
+        return f.logdet_L, f.logdet_RX, f.r2
+
+    def _criterion_terms_one_term(self, theta: np.ndarray):
+        """:meth:`criterion_terms` for one random-effects term, with as few steps as possible
+        (for small models the fixed cost of each numpy call is most of an evaluation).
+
+        With at most ``ONE_SHOT_MAX_ORDER`` random effects, the whole matrix of the module
+        docstring is assembled (its first block is block diagonal, ``M_j = T'A_j T + I``, all
+        levels in one product since ``vec(T'A T) = (T kron T)'vec(A)``) and factored by one
+        LAPACK call.  Otherwise ``M_j = L_j L_j'`` level by level, ``W_j = L_j^{-1} T'Z_j'[X y]``
+        and ``G = chol([X y]'[X y] - W'W)``, which holds ``R_X'`` and r.
+        """
+        p1, p = self.p1, self.p
+        T1 = np.zeros(p1 * p1)
+        T1[self._template_flat] = theta * self.theta_scale
+        T1 = T1.reshape(p1, p1)
+        q1 = self.levels1 * p1
+        if q1 <= ONE_SHOT_MAX_ORDER:  # all of L at once: one LAPACK call on a small matrix
+            kron = np.multiply.outer(T1, T1).transpose(0, 2, 1, 3).reshape(p1 * p1, -1)
+            S = np.zeros((q1 + p + 1, q1 + p + 1))
+            S[self._blocks_index] = (self._A11_flat @ kron).ravel()
+            S[self._diag_index] += 1.0
+            S[q1:, :q1] = (T1.T @ self.D1).transpose(2, 0, 1).reshape(p + 1, q1)
+            S[q1:, q1:] = self.XYtXY
+            L, info = la.lapack.dpotrf(S, lower=True, overwrite_a=True)
+            if info != 0:
+                raise np.linalg.LinAlgError(f"not positive definite (order {info})")
+            d = np.log(L.diagonal())
+            return (2.0 * float(d[:q1].sum()), 2.0 * float(d[q1:-1].sum() + self._log_x_scale),
+                    float(L[-1, -1] ** 2))
+        if self._entrywise:
+            L11, _, N = small_block_factors(self._A11_flat_t, T1)
+            S_xx = self.XYtXY - self.D1.reshape(-1, p + 1).T @ (N @ self.D1).reshape(-1, p + 1)
+        else:
+            kron = np.multiply.outer(T1, T1).transpose(0, 2, 1, 3).reshape(p1 * p1, -1)
+            M = (self._A11_flat @ kron).reshape(-1, p1, p1)
+            M += self._eye1
+            L11 = np.linalg.cholesky(M)
+            W = np.linalg.solve(L11, T1.T @ self.D1).reshape(-1, p + 1)
+            S_xx = self.XYtXY - W.T @ W
+        G = np.linalg.cholesky(S_xx)
+        logdet_L = 2.0 * float(np.log(L11.reshape(len(L11), -1)[:, :: p1 + 1]).sum())
+        g = np.log(G.diagonal())
+        logdet_RX = 2.0 * float(g[:p].sum() + self._log_x_scale)
+        return logdet_L, logdet_RX, float(G[-1, -1] ** 2)
+
+    def objective(self, theta: np.ndarray, reml: bool) -> float:
+        """The profiled REML criterion (``reml=True``) or deviance (``reml=False``) at theta,
+        from the three numbers read off the Cholesky factor L(theta) (:meth:`factorize`, or a
+        faster route to the same numbers, :meth:`criterion_terms`)."""
+        logdet_L, logdet_RX, r2 = self.criterion_terms(theta)
         if reml:
-            return profiled_reml_criterion(f.logdet_L, f.logdet_RX, f.r2, self.n, self.p)
-        return profiled_deviance(f.logdet_L, f.r2, self.n)
+            return profiled_reml_criterion(logdet_L, logdet_RX, r2, self.n, self.p)
+        return profiled_deviance(logdet_L, r2, self.n)
 
     def _first_block_column(self, f: BlockedCholesky, theta: np.ndarray):
         """The block of L below ``L_11``: ``C = [Lambda_r'Z_r'; X'; y'] Z_1 Lambda_1 L_11^{-T}``.

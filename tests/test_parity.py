@@ -111,8 +111,10 @@ def test_weighted_profile_intervals_and_summary(sleep):
     a, b = base.confint("profile"), fit.confint("profile")
     np.testing.assert_allclose(b.loc["Days"], a.loc["Days"], rtol=1e-4)
     np.testing.assert_allclose(b.loc["sigma"], 0.5 * a.loc["sigma"], rtol=1e-4)
+    # (atol: the median is near 0, and the two fits stop within the optimiser's tolerance of
+    # the same theta, which moves the scaled residuals by about 1e-8)
     np.testing.assert_allclose(fit.summary().residual_quantiles,
-                               base.summary().residual_quantiles, rtol=1e-6)
+                               base.summary().residual_quantiles, rtol=1e-6, atol=1e-7)
 
 
 def test_weights_are_checked_and_dropped_with_missing_rows(weighted):
