@@ -166,12 +166,15 @@ class _Evaluations:
     theta) gets the value inf, which makes the line search step back.
     """
 
-    def __init__(self, objective):
+    def __init__(self, objective, gradient=None):
         self.objective = objective
+        self.gradient = gradient
         self.count = 0
+        self.n_gradients = 0
         self.best_value, self.best_theta = np.inf, None
         self.last_theta = self.last_gradient = None
         self.stalled = 0
+        self.analytic = False  # whether last_gradient is the analytic one
 
     def __call__(self, theta: np.ndarray) -> float:
         self.count += 1
@@ -183,21 +186,75 @@ class _Evaluations:
             self.best_value, self.best_theta = value, theta.copy()
         return value
 
+    def value_and_gradient(self, theta: np.ndarray):
+        """Value and analytic gradient at theta (one evaluation), or (value, None) where the
+        gradient function has none (then finite differences are used)."""
+        if self.gradient is None:
+            return self(theta), None
+        self.count += 1
+        try:
+            value, g = self.gradient(theta)
+            value = float(value)
+        except np.linalg.LinAlgError:
+            return np.inf, None
+        if g is not None:
+            self.n_gradients += 1
+        if value < self.best_value:
+            self.best_value, self.best_theta = value, theta.copy()
+        return value, g
+
+    def gradient_at(self, theta, value, lower, central: bool):
+        """The analytic gradient at theta if there is one, else finite differences
+        (``value`` is f(theta), already known)."""
+        self.analytic = False
+        if self.gradient is not None:
+            _, g = self.value_and_gradient(theta)
+            if g is not None:
+                self.analytic = True
+                return g
+        return finite_difference_gradient(self, theta, value, lower, central)
+
+    def hessian(self, theta, value, lower, h: float = 1e-5):
+        """Gradient and Hessian at theta: with the analytic gradient, the Hessian by forward
+        differences of it, ``H[:, i] = (g(x + h_i e_i) - g(x)) / h_i`` with ``h_i = h
+        max(1, |x_i|)``, symmetrized (p + 1 gradients); otherwise
+        :func:`gradient_and_hessian` (``p(p + 7)/2`` values)."""
+        if self.gradient is not None:
+            _, g = self.value_and_gradient(theta)
+            columns = []
+            for i, step in enumerate(h * np.maximum(1.0, np.abs(theta))):
+                if g is None:
+                    break
+                e = np.zeros_like(theta)
+                e[i] = step
+                _, g_i = self.value_and_gradient(theta + e)
+                if g_i is None:
+                    g = None
+                    break
+                columns.append((g_i - g) / step)
+            if g is not None:
+                H = np.array(columns).T
+                return g, 0.5 * (H + H.T)
+        return gradient_and_hessian(self, theta, value, lower)
+
     def with_gradient(self, theta: np.ndarray, lower: np.ndarray, central: bool):
-        """Value and finite-difference gradient, for L-BFGS-B.
+        """Value and gradient (analytic where available, else finite differences), for
+        L-BFGS-B.
 
         Raises :class:`_Stalled` after ``STALL_LIMIT`` calls in a row at points within 1e-4 of
         the best one that do not improve on it by ``ITERATION_TOL``: at the optimum, rounding
         in f can make the line search try 20 or 40 points before it gives up.
         """
         best_value, best_theta = self.best_value, self.best_theta
-        value = self(theta)
+        value, g = self.value_and_gradient(theta)
         near = best_theta is not None and np.max(np.abs(theta - best_theta)) < 1e-4
         stalled = near and value >= best_value - ITERATION_TOL
         self.stalled = self.stalled + 1 if stalled else 0
         if self.stalled >= STALL_LIMIT:
             raise _Stalled
-        g = finite_difference_gradient(self, theta, value, lower, central)
+        self.analytic = g is not None
+        if g is None:
+            g = finite_difference_gradient(self, theta, value, lower, central)
         self.last_theta, self.last_gradient = theta.copy(), g
         return value, g
 
@@ -253,15 +310,16 @@ def _inverse_hessian(iterates, memory: int = 20):
 
 
 def _decrement(g, inverse_hessian, theta, value, lower, noise=None,
-               central: bool = False) -> tuple[float, float]:
+               central: bool = False, analytic: bool = False) -> tuple[float, float]:
     """Newton decrement ``g' H^{-1} g / 2`` of a forward-difference gradient on the free
     parameters, and the same of its rounding error: ``noise / h`` per component, ``noise``
     the rounding error of f (default ``NOISE |f|``), which matters when the criterion is
-    large; ``inverse_hessian(v)`` applies ``H^{-1}``."""
+    large; ``inverse_hessian(v)`` applies ``H^{-1}``.  An ``analytic`` gradient has no
+    truncation error and a rounding error far below a difference's: its error is taken as 0."""
     free = _free(theta, g, lower)
     g = np.where(free, g, 0.0)
     noise = NOISE * max(1.0, abs(value)) if noise is None else noise
-    error = np.where(free, noise / difference_steps(theta, central), 0.0)
+    error = np.where(free & (not analytic), noise / difference_steps(theta, central), 0.0)
     return 0.5 * float(g @ inverse_hessian(g)), 0.5 * float(error @ inverse_hessian(error))
 
 
@@ -274,10 +332,11 @@ def _measured_noise(f, theta, value) -> float:
 
 
 def _accept(f, g, inverse_hessian, theta, value, lower,
-            central: bool = False) -> tuple[bool, float]:
+            central: bool = False, analytic: bool = False) -> tuple[bool, float]:
     """Whether the decrement is below ``DECREMENT_TOL`` allowing for rounding: first with the
     assumed ``NOISE``, then, if only that allowance stands in the way, with the measured one."""
-    decrement, error = _decrement(g, inverse_hessian, theta, value, lower, central=central)
+    decrement, error = _decrement(g, inverse_hessian, theta, value, lower, central=central,
+                                  analytic=analytic)
     if decrement < DECREMENT_TOL <= decrement + error:
         noise = _measured_noise(f, theta, value)
         decrement, error = _decrement(g, inverse_hessian, theta, value, lower, noise, central)
@@ -294,7 +353,7 @@ def _quasi_newton(f: _Evaluations, theta, lower, hessian, max_iter: int = 50,
     value = f(theta)
     # central differences (``central``): a forward difference's O(h) bias moves the point
     # where the gradient vanishes by about h/2 (5e-8), which a refit would then stop short by
-    g = finite_difference_gradient(f, theta, value, lower, central=central)
+    g = f.gradient_at(theta, value, lower, central)
     for _ in range(max_iter):
         free = _free(theta, g, lower)
         B_free = B[np.ix_(free, free)]
@@ -308,7 +367,8 @@ def _quasi_newton(f: _Evaluations, theta, lower, hessian, max_iter: int = 50,
         def inverse_hessian(v, B_inv=B_inv):
             return B_inv @ v
 
-        accepted, decrement = _accept(f, g, inverse_hessian, theta, value, lower, central)
+        accepted, decrement = _accept(f, g, inverse_hessian, theta, value, lower, central,
+                                      analytic=f.analytic)
         if accepted:
             return theta, value, decrement, True
         step = -inverse_hessian(g)
@@ -319,7 +379,7 @@ def _quasi_newton(f: _Evaluations, theta, lower, hessian, max_iter: int = 50,
                 break
         else:
             break
-        trial_g = finite_difference_gradient(f, trial, trial_value, lower, central=central)
+        trial_g = f.gradient_at(trial, trial_value, lower, central)
         s, y = trial - theta, trial_g - g
         if s @ y > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):  # curvature condition
             Bs = B @ s
@@ -330,7 +390,7 @@ def _quasi_newton(f: _Evaluations, theta, lower, hessian, max_iter: int = 50,
 
 def optimize_theta(
     objective, start: np.ndarray, lower: np.ndarray, max_passes: int = 4, hessian=None,
-    fallback=None, polish: bool = True,
+    fallback=None, polish: bool = True, gradient=None,
 ) -> tuple[np.ndarray, dict]:
     """Minimise ``objective(theta)`` subject to ``theta >= lower``.
 
@@ -365,7 +425,7 @@ def optimize_theta(
     Returns the minimiser and ``optinfo``: ``{"optimizer", "n_evaluations", "converged",
     "message", "objective", "passes", "decrement"}``.
     """
-    f = _Evaluations(objective)
+    f = _Evaluations(objective, gradient)
     lower = np.asarray(lower, dtype=float)
     theta = np.asarray(start, dtype=float)
     converged, decrement, message, newton, passes = False, np.inf, "", False, 0
@@ -380,7 +440,7 @@ def optimize_theta(
             # Near the optimum the criterion changes by less than its rounding error, so the
             # step is taken on the strength of the gradient, as a fresh fit's last step is;
             # without it a refit stops about 1e-7 short of a fresh fit's theta.
-            g, H = gradient_and_hessian(f, theta, value, lower)
+            g, H = f.hessian(theta, value, lower)
             _, step = _newton_step(g, H, theta, lower)
             if step is not None and np.all(np.abs(step) < 1e-3 * np.maximum(1, np.abs(theta))):
                 trial = np.maximum(theta + step, lower)
@@ -404,11 +464,12 @@ def optimize_theta(
             continue
         if not newton and hess_inv is not None and np.array_equal(f.last_theta, theta):
             # L-BFGS-B's forward-difference gradient at theta is at hand
-            accepted, decrement = _accept(f, f.last_gradient, hess_inv.matvec, theta, value, lower)
+            accepted, decrement = _accept(f, f.last_gradient, hess_inv.matvec, theta, value, lower,
+                                          analytic=f.analytic)
             if accepted:
                 converged = True
                 break
-        g, H = gradient_and_hessian(f, theta, value, lower)
+        g, H = f.hessian(theta, value, lower)
         decrement, step = _newton_step(g, H, theta, lower)
         if decrement < DECREMENT_TOL:
             converged = True
@@ -426,15 +487,20 @@ def optimize_theta(
     if fallback is not None and not np.array_equal(np.asarray(fallback, dtype=float), start):
         best = f.best_value
         if f(np.asarray(fallback, dtype=float)) < best - DECREMENT_TOL:
-            theta2, info2 = optimize_theta(objective, fallback, lower, max_passes)
+            theta2, info2 = optimize_theta(objective, fallback, lower, max_passes,
+                                           gradient=gradient)
             info2["n_evaluations"] += f.count
+            info2["n_gradients"] += f.n_gradients
             info2["message"] = ("restarted from the standard start, which was better than the "
                                 f"optimum found from the given one; {info2['message']}")
             return theta2, info2
     info = {
-        "optimizer": "L-BFGS-B (scipy.optimize.minimize), finite-difference gradient"
+        "optimizer": "L-BFGS-B (scipy.optimize.minimize), "
+        + ("analytic gradient (lmmlib.gradient)" if f.n_gradients else
+           "finite-difference gradient")
         + (", after quasi-Newton steps from a given Hessian" if hessian is not None else ""),
         "n_evaluations": f.count,
+        "n_gradients": f.n_gradients,
         "converged": converged,
         "message": message,
         "objective": float(f.best_value),
