@@ -2,8 +2,9 @@
 
 The profiled REML criterion or deviance (:mod:`lmmlib.pls`) is a smooth function of a few
 parameters theta, some bounded below by 0.  :func:`optimize_theta` minimises it with
-L-BFGS-B (a bounded quasi-Newton method) on finite-difference gradients and then checks the
-result with the *Newton decrement*
+L-BFGS-B (a bounded quasi-Newton method) on the analytic gradient of :mod:`lmmlib.gradient`
+when it is given one (finite-difference gradients otherwise) and then checks the result with
+the *Newton decrement*
 
     delta = g' H^{-1} g / 2,
 
@@ -455,16 +456,19 @@ def optimize_theta(
        end with one Newton step from a finite-difference Hessian, which puts theta within
        about 1e-8 of the optimum a fresh fit reaches; without it (a bootstrap refit, where
        speed matters and 1e-7 does not) forward differences, as L-BFGS-B's.
-    1. L-BFGS-B with forward-difference gradients, stopped when an iteration lowers the
-       objective by less than ``ITERATION_TOL`` or ``STALL_LIMIT`` evaluations in a row bring
-       no such progress.
+    1. L-BFGS-B with ``gradient(theta) -> (value, gradient or None)`` if given (the first
+       pass on log(theta) of the diagonal elements, see :func:`_lbfgsb`), else with
+       forward-difference gradients, stopped when an iteration lowers the objective by less
+       than ``ITERATION_TOL`` or ``STALL_LIMIT`` evaluations in a row bring no such progress.
+       Where ``gradient`` returns None (a singular vector-valued template), differences.
     2. A point with a variance at 0 that is not a minimum along that variance (see
        :func:`_descent_from_boundary`) is left for the interior and the search resumes.
     3. The Newton decrement is computed with L-BFGS-B's own inverse-Hessian approximation and
        the gradient it already has (no extra evaluations); if it is below ``DECREMENT_TOL``
        even allowing for rounding in the forward differences (:func:`_accept`), the point
        is accepted.
-    4. Otherwise a finite-difference Hessian (:func:`gradient_and_hessian`) gives the decrement
+    4. Otherwise a finite-difference Hessian (of the analytic gradient if there is one, else
+       :func:`gradient_and_hessian`) gives the decrement
        exactly; if it is still too large, the (projected, backtracked) Newton step is taken and
        the check repeated, or, if the Hessian is not positive definite, L-BFGS-B runs again
        with central differences.
@@ -476,8 +480,9 @@ def optimize_theta(
        optimum is kept.
 
     At most ``max_passes`` rounds; ``converged`` is False if none accepted the point.
-    Returns the minimiser and ``optinfo``: ``{"optimizer", "n_evaluations", "converged",
-    "message", "objective", "passes", "decrement"}``.
+    Returns the minimiser and ``optinfo``: ``{"optimizer", "n_evaluations", "n_gradients",
+    "converged", "message", "objective", "passes", "decrement"}`` (``n_evaluations`` counts
+    every evaluation of the criterion, ``n_gradients`` those that also gave the gradient).
     """
     f = _Evaluations(objective, gradient)
     lower = np.asarray(lower, dtype=float)
