@@ -25,6 +25,7 @@ from scipy import stats
 
 from lmmlib.errors import ConvergenceWarning, LmmInputError, SingularFitWarning
 from lmmlib.formula import group_components
+from lmmlib.gradient import value_and_gradient
 from lmmlib.optimizer import gradient_and_hessian, optimize_theta
 from lmmlib.pls import PenalizedLeastSquares, profiled_deviance, profiled_reml_criterion
 from lmmlib.priorweights import log_det_weights, working_response, working_system
@@ -160,6 +161,9 @@ class LinearMixedModel:
         lower = self.layout.lower
         scale = self.pls.theta_scale
         options = {} if hessian is None else {"hessian": hessian, "polish": polish}
+        gradient = self._gradient()
+        if gradient is not None:
+            options["gradient"] = gradient
         if start is not None:  # compared with lme4's T = I at the end (optimize_theta, step 5)
             options["fallback"] = self.layout.start
         start = self.layout.start / scale if start is None else np.asarray(start, dtype=float)
@@ -173,7 +177,8 @@ class LinearMixedModel:
                 # starting points away from the boundary and keep the best optimum.
                 evaluations = self.optinfo["n_evaluations"]
                 for restart in self.layout.boundary_restarts(theta_s):
-                    other, info = optimize_theta(scaled_objective, restart, lower)
+                    other, info = optimize_theta(scaled_objective, restart, lower,
+                                                 gradient=self._gradient())
                     evaluations += info["n_evaluations"]
                     if info["objective"] < self.optinfo["objective"]:
                         theta_s, self.optinfo = other, info
@@ -236,6 +241,19 @@ class LinearMixedModel:
         with _single_blas_thread():
             return gradient_and_hessian(self._scaled_objective, theta_s, self.deviance,
                                         self.layout.lower)[1]
+
+    def _gradient(self):
+        """The analytic gradient for the optimiser, or None for finite differences: with a
+        large sparse second block (:mod:`lmmlib.sparse_schur`) one criterion costs a sparse
+        factorization, while the gradient needs the dense one, several times slower."""
+        if getattr(self.pls, "sparse_rest", None) is not None:
+            return None
+        return self._scaled_value_and_gradient
+
+    def _scaled_value_and_gradient(self, theta_s: np.ndarray):
+        """:meth:`_scaled_objective` and its analytic gradient on the optimiser's scale
+        (:func:`lmmlib.gradient.value_and_gradient`; the gradient is None where it has none)."""
+        return value_and_gradient(self.pls, theta_s, self.reml, scaled=True)
 
     def _scaled_objective(self, theta_s: np.ndarray) -> float:
         """:meth:`objective` at ``theta = theta_s / pls.theta_scale``: the optimiser's scale."""
