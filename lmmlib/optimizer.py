@@ -50,6 +50,8 @@ NOISE = 1e-15
 LOG_FLOOR = 1e-8
 #: ... until one of them falls below this; then the search goes on in theta
 LOG_SNAP = 1e-2
+#: elements of theta (optimiser's scale) below this are tried on their bound 0 at the end
+SNAP_TO_BOUND = 1e-6
 
 
 def difference_steps(x: np.ndarray, central: bool) -> np.ndarray:
@@ -555,6 +557,15 @@ def optimize_theta(
             info2["message"] = ("restarted from the standard start, which was better than the "
                                 f"optimum found from the given one; {info2['message']}")
             return theta2, info2
+    # An element a hair above its bound 0 (where a search with gradients stops, 1e-8 say) is a
+    # boundary estimate: put it on the bound when the criterion is no worse there.
+    best = np.asarray(f.best_theta, dtype=float)
+    near = (lower == 0) & (best > 0) & (best < SNAP_TO_BOUND)
+    if near.any():
+        snapped = np.where(near, 0.0, best)
+        v = f(snapped)
+        if v <= f.best_value + NOISE * 16 * max(1.0, abs(f.best_value)):
+            f.best_theta, f.best_value = snapped, min(v, f.best_value)
     info = {
         "optimizer": "L-BFGS-B (scipy.optimize.minimize), "
         + ("analytic gradient (lmmlib.gradient)" if f.n_gradients else

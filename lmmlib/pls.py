@@ -559,7 +559,15 @@ class PenalizedLeastSquares:
         """
         theta = np.asarray(theta, dtype=float)
         if not self.q_rest:
-            return self._criterion_terms_one_term(theta)
+            try:
+                return self._criterion_terms_one_term(theta)
+            except np.linalg.LinAlgError:
+                # the lean path factors [X y]'s block after the random effects' (one LAPACK
+                # call, or one Cholesky of S_xx), which loses positive definiteness at extreme
+                # theta (1e8) where the block-wise factorization still succeeds
+                pass
+            f = self.factorize(theta)
+            return f.logdet_L, f.logdet_RX, f.r2
         schur = self.sparse_rest if sparse is not False else None
         if schur is not None:
             T, L11, L11_inv, N, ND1, S_xx = self._first_block(theta)
