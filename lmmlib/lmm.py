@@ -183,7 +183,12 @@ class LinearMixedModel:
                     if info["objective"] < self.optinfo["objective"]:
                         theta_s, self.optinfo = other, info
                 self.optinfo["n_evaluations"] = evaluations
-            self._set_estimates(theta_s / scale)
+            try:
+                self._set_estimates(theta_s / scale)
+            except Exception:
+                print("DEBUG theta", repr(theta_s / scale), self.optinfo, self.pls.theta_scale, flush=True)
+                import pickle; pickle.dump((self.design, theta_s/scale), open("/tmp/fail_design.pkl","wb"))
+                raise
         if not self.optinfo["converged"]:
             warnings.warn(
                 f"the optimizer did not converge ({self.optinfo['message']}) after "
