@@ -204,7 +204,7 @@ def _bootstrap(fits, seeds, n, kind, statistic, level, group, m, batched):
                 rows[b] = np.full(len(names), np.nan)
                 estimates[b] = np.full(_n_default(fit), np.nan)
                 thetas[b] = np.full(len(fit.theta), np.nan)
-                status[b] = (False, False, True, f"failed: {exc}", np.nan); import sys, traceback; traceback.print_exc(file=sys.stdout)
+                status[b] = (False, False, True, f"failed: {exc}", np.nan)
                 continue
             value = _as_series(_call(stat, refit, f"replicate {b + 1}"), len(names),
                                f"replicate {b + 1}")

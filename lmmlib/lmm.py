@@ -171,6 +171,15 @@ class LinearMixedModel:
         with _single_blas_thread():
             theta_s, self.optinfo = optimize_theta(scaled_objective, start * scale, lower,
                                                    **options)
+            if not self.optinfo["converged"] and "gradient" in options:
+                # A degenerate criterion (e.g. a bootstrap replicate with almost no residual
+                # variance) can send the gradient search towards infinity; the search with
+                # finite differences is the engine's reference path: use its answer there.
+                options.pop("gradient")
+                count = self.optinfo["n_evaluations"]
+                theta_s, self.optinfo = optimize_theta(scaled_objective, start * scale, lower,
+                                                       **options)
+                self.optinfo["n_evaluations"] += count
             if self.layout.is_singular(theta_s):
                 # A boundary estimate can be a local optimum with a better one inside (the
                 # criteria are even in a zero diagonal element of T): look again from
@@ -183,12 +192,7 @@ class LinearMixedModel:
                     if info["objective"] < self.optinfo["objective"]:
                         theta_s, self.optinfo = other, info
                 self.optinfo["n_evaluations"] = evaluations
-            try:
-                self._set_estimates(theta_s / scale)
-            except Exception:
-                print("DEBUG theta", repr(theta_s / scale), self.optinfo, self.pls.theta_scale, flush=True)
-                import pickle; pickle.dump((self.design, theta_s/scale), open("/tmp/fail_design.pkl","wb"))
-                raise
+            self._set_estimates(theta_s / scale)
         if not self.optinfo["converged"]:
             warnings.warn(
                 f"the optimizer did not converge ({self.optinfo['message']}) after "

@@ -262,6 +262,8 @@ ENTRYWISE_MAX_P = 3
 ENTRYWISE_MIN_LEVELS = 200
 #: A model with one random-effects term and at most this many random effects is factored as one
 #: dense matrix (one LAPACK call: for small models the fixed cost of each call dominates).
+#: one-term models use the lean criterion only for |theta| (scaled) up to this
+LEAN_THETA_MAX = 1e4
 ONE_SHOT_MAX_ORDER = 120
 
 
@@ -559,13 +561,15 @@ class PenalizedLeastSquares:
         """
         theta = np.asarray(theta, dtype=float)
         if not self.q_rest:
-            try:
-                return self._criterion_terms_one_term(theta)
-            except np.linalg.LinAlgError:
-                # the lean path factors [X y]'s block after the random effects' (one LAPACK
-                # call, or one Cholesky of S_xx), which loses positive definiteness at extreme
-                # theta (1e8) where the block-wise factorization still succeeds
-                pass
+            # The lean path is for theta in the usual range. At extreme theta (a start of 1e8,
+            # or a degenerate bootstrap replicate whose subjects' lines fit their few points
+            # exactly) the two factorizations lose precision differently, and the block-wise
+            # one, which fails there, is the reference the optimiser is built around.
+            if np.max(np.abs(theta * self.theta_scale), initial=0.0) <= LEAN_THETA_MAX:
+                try:
+                    return self._criterion_terms_one_term(theta)
+                except np.linalg.LinAlgError:
+                    pass
             f = self.factorize(theta)
             return f.logdet_L, f.logdet_RX, f.r2
         schur = self.sparse_rest if sparse is not False else None
