@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -96,14 +95,9 @@ def main() -> None:
     peer_ok = np.isfinite(peer_beta).all(axis=1)
     record = {
         "title": "Parametric bootstrap of sleepstudy, Reaction ~ Days + (Days | Subject), REML",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "replicates": n,
         "rounds": args.rounds,
-        "machine": run.machine(),
-        "versions": run.versions(),
-        "load_average_at_start": load_start,
-        "load_average_at_end": os.getloadavg(),
-        "duration_s": time.perf_counter() - t_start,
+        **run.provenance(load_start, t_start),
         "target_ratio": TARGET_RATIO,
         "lme4_bootMer_s_quoted": LME4_BOOTMER_S,
         "results": {

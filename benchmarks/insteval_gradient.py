@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -119,13 +118,8 @@ def main() -> None:
         "title": "InstEval-sized crossed model (simulated), REML: analytic gradient vs mixedlm",
         "formula": FORMULA,
         "rows": int(len(data)),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "rounds": args.rounds,
-        "machine": run.machine(),
-        "versions": run.versions(),
-        "load_average_at_start": load_start,
-        "load_average_at_end": os.getloadavg(),
-        "duration_s": time.perf_counter() - t_start,
+        **run.provenance(load_start, t_start),
         "results": results,
         "ratio_lmmlib_to_mixedlm": results["lmmlib"]["median_s"] / results["mixedlm"]["median_s"],
         "ratio_cpu_lmmlib_to_mixedlm": (results["lmmlib"]["median_cpu_s"]

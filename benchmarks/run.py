@@ -95,6 +95,20 @@ def versions() -> dict:
     return out
 
 
+
+def provenance(load_start, t_start: float) -> dict:
+    """What every results file records about its run: when, on what machine, with which
+    versions, the load average at start and end, and how long it took (from ``t_start``, a
+    ``time.perf_counter()`` reading)."""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "load_average_at_start": load_start,
+        "load_average_at_end": os.getloadavg(),
+        "duration_s": time.perf_counter() - t_start,
+    }
+
 # --------------------------------------------------------------------------- background load
 def _busy_seconds() -> float:
     """CPU seconds spent by all processes on this machine since boot (/proc/stat)."""

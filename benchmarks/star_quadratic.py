@@ -33,7 +33,6 @@ import json
 import os
 import time
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -206,19 +205,14 @@ def main() -> None:
     block = second_block(star)
     record = {
         "title": "Issue 15's slow models: a STAR-shaped crossed design and a random quadratic",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "rounds": rounds,
         "quadratic_fits_per_round": args.fits,
-        "machine": run.machine(),
-        "versions": run.versions(),
         "lmmlib_source": str(Path(lmmlib.__file__).parent),
         # (a file test: an editable install's import hook would find the module of another
         # lmmlib than the one imported from PYTHONPATH)
         "lmmlib_has_sparse_second_block": (Path(lmmlib.__file__).parent
                                            / "sparse_schur.py").is_file(),
-        "load_average_at_start": load_start,
-        "load_average_at_end": os.getloadavg(),
-        "duration_s": time.perf_counter() - t_start,
+        **run.provenance(load_start, t_start),
         "star": {
             "formula": simulate.STAR_FORMULA,
             "rows": int(len(star)),
