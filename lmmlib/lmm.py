@@ -255,7 +255,7 @@ class LinearMixedModel:
         """The analytic gradient for the optimiser, or None for finite differences: with a
         large sparse second block (:mod:`lmmlib.sparse_schur`) one criterion costs a sparse
         factorization, while the gradient needs the dense one, several times slower."""
-        if getattr(self.pls, "sparse_rest", None) is not None:
+        if self.pls.sparse_rest is not None:
             return None
         return self._scaled_value_and_gradient
 
